@@ -1,0 +1,1 @@
+//! envoy-configs: being written

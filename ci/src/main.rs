@@ -1,1 +1,42 @@
-fn main() {}
+//! `cargo xtask`: the project's automation. Every command that needs a tool installs it first
+//! (idempotently), so a fresh machine with only rustup, cargo and python3 can run any of them.
+
+mod build;
+mod lint;
+mod shell;
+mod test;
+mod toolchain;
+mod workspace;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// The project's automation commands.
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "mesh-filters automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the other commands need: wasm targets, the pinned Envoy, the wasm test runner.
+    Bootstrap,
+    /// Build every wasm module (filters and test fixtures) in release and print their sizes.
+    Build,
+    /// rustfmt check and clippy with warnings denied, natively and for wasm32-wasip1.
+    Lint,
+    /// Every test: lint, native unit tests, wasm32 unit tests, emulated-host and real-Envoy tests.
+    Test,
+}
+
+fn main() -> Result<()> {
+    let ws = workspace::Workspace::locate()?;
+    match Cli::parse().command {
+        Command::Bootstrap => toolchain::bootstrap(&ws).map(|_| ()),
+        Command::Build => build::build_modules(&ws).map(|_| ()),
+        Command::Lint => lint::lint(&ws),
+        Command::Test => test::test_all(&ws),
+    }
+}

@@ -1,1 +1,37 @@
-//! meshkit: being written
+//! meshkit: the building blocks every mesh filter shares.
+//!
+//! Filters are proxy-wasm modules running in Envoy. A panic traps the VM and, with Envoy's
+//! default failure policy, leaves it dead, so everything here reports problems as values:
+//!
+//! - [`clock`]: [`Timestamp`](clock::Timestamp), the [`Clock`](clock::Clock) trait, a manual
+//!   clock for tests and (wasm32) the host clock.
+//! - [`error`]: [`HostError`](error::HostError), a failed hostcall.
+//! - [`headers`]: trap-free header and trailer access, `clear_route_cache` (host part wasm32).
+//! - [`shared`]: typed values in Envoy shared data with CAS retry loops, cross-worker counters
+//!   and sliding windows, and an in-memory store with Envoy's semantics for tests.
+//! - [`config`]: JSON plugin configuration with field-path errors and shared field types.
+//! - [`metrics`]: `mesh.<filter>.<metric>` stat names and (wasm32) metric handles.
+//! - [`grpc`]: gRPC content types, method paths and status codes.
+//! - [`reply`]: gRPC message encoding and (wasm32) local HTTP and gRPC error replies.
+//! - [`panic_hook`]: panic messages in the host log and (wasm32) logging set-up.
+//! - [`wire`]: the proxy-wasm ABI's serialized header-map format.
+//!
+//! Everything that calls the host is compiled only for `wasm32`; the rest is plain Rust,
+//! tested natively and on `wasm32-unknown-unknown`.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod clock;
+pub mod config;
+pub mod error;
+#[cfg(target_arch = "wasm32")]
+mod ffi;
+pub mod grpc;
+pub mod headers;
+pub mod metrics;
+pub mod panic_hook;
+pub mod reply;
+pub mod shared;
+pub mod wire;
+
+pub use error::HostError;

@@ -1,0 +1,204 @@
+//! The bootstrap root: node identity, admin interface, and the static listeners and clusters.
+
+use crate::cluster::Cluster;
+use crate::listener::{Address, Listener};
+use serde::Serialize;
+
+/// `envoy.config.bootstrap.v3.Bootstrap` with static resources only (no xDS).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bootstrap {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<Node>,
+    admin: Admin,
+    static_resources: StaticResources,
+    /// Name of the cluster made by [`Bootstrap::admin_cluster`], kept so that
+    /// [`Bootstrap::set_admin_port`] re-points it.
+    #[serde(skip)]
+    admin_cluster: Option<String>,
+}
+
+/// `envoy.config.core.v3.Node`: the proxy's identity (shows in logs and admin `/server_info`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    /// Unique id of this Envoy instance.
+    pub id: String,
+    /// The service the instance belongs to.
+    pub cluster: String,
+}
+
+/// `envoy.config.bootstrap.v3.Admin`: where the admin interface listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Admin {
+    /// Listen address (always loopback for the mesh: admin must not be reachable off-host).
+    pub address: Address,
+}
+
+/// `Bootstrap.StaticResources`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct StaticResources {
+    /// Listeners, in insertion order.
+    pub listeners: Vec<Listener>,
+    /// Clusters, in insertion order.
+    pub clusters: Vec<Cluster>,
+}
+
+impl Bootstrap {
+    /// A bootstrap with the admin interface on `127.0.0.1:<admin_port>` and nothing else.
+    /// Port 0 asks the test harness to pick a free port.
+    pub fn new(admin_port: u16) -> Self {
+        Self {
+            node: None,
+            admin: Admin {
+                address: Address::loopback(admin_port),
+            },
+            static_resources: StaticResources::default(),
+            admin_cluster: None,
+        }
+    }
+
+    /// Sets the node identity.
+    pub fn node(mut self, id: impl Into<String>, cluster: impl Into<String>) -> Self {
+        self.node = Some(Node {
+            id: id.into(),
+            cluster: cluster.into(),
+        });
+        self
+    }
+
+    /// Adds a listener.
+    pub fn listener(mut self, listener: Listener) -> Self {
+        self.static_resources.listeners.push(listener);
+        self
+    }
+
+    /// Adds a cluster.
+    pub fn cluster(mut self, cluster: Cluster) -> Self {
+        self.static_resources.clusters.push(cluster);
+        self
+    }
+
+    /// Adds the admin cluster `name` (see [`Cluster::admin`]) and keeps it pointed at the admin
+    /// port when [`Self::set_admin_port`] changes it.
+    pub fn admin_cluster(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.static_resources
+            .clusters
+            .push(Cluster::admin(name.clone(), self.admin_port()));
+        self.admin_cluster = Some(name);
+        self
+    }
+
+    /// The admin interface's port.
+    pub fn admin_port(&self) -> u16 {
+        self.admin.address.socket_address.port_value
+    }
+
+    /// Moves the admin interface (and the admin cluster, if any) to `port`.
+    pub fn set_admin_port(&mut self, port: u16) {
+        self.admin.address.socket_address.port_value = port;
+        if let Some(name) = &self.admin_cluster {
+            let repointed = Cluster::admin(name.clone(), port);
+            for cluster in &mut self.static_resources.clusters {
+                if cluster.name() == name {
+                    *cluster = repointed.clone();
+                }
+            }
+        }
+    }
+
+    /// The listeners.
+    pub fn listeners(&self) -> &[Listener] {
+        &self.static_resources.listeners
+    }
+
+    /// The listeners, mutably (e.g. for a harness assigning ports).
+    pub fn listeners_mut(&mut self) -> &mut [Listener] {
+        &mut self.static_resources.listeners
+    }
+
+    /// The clusters.
+    pub fn clusters(&self) -> &[Cluster] {
+        &self.static_resources.clusters
+    }
+
+    /// The bootstrap as pretty-printed JSON, ready for `envoy -c <file>.json`.
+    pub fn to_json(&self) -> String {
+        match serde_json::to_string_pretty(self) {
+            Ok(json) => json,
+            // Unreachable: every map in the model has string keys and no Serialize impl errors.
+            Err(err) => unreachable!("bootstrap serialization cannot fail: {err}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::{Route, WasmFilter};
+    use serde_json::{json, Value};
+    use std::net::SocketAddr;
+
+    fn parse(bootstrap: &Bootstrap) -> Value {
+        serde_json::from_str(&bootstrap.to_json()).unwrap()
+    }
+
+    #[test]
+    fn new_bootstrap_has_loopback_admin_and_empty_resources() {
+        assert_eq!(
+            parse(&Bootstrap::new(9901)),
+            json!({
+                "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9901}}},
+                "static_resources": {"listeners": [], "clusters": []}
+            })
+        );
+    }
+
+    #[test]
+    fn builder_assembles_listener_route_wasm_and_cluster() {
+        let upstream: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let bootstrap = Bootstrap::new(9901)
+            .node("sidecar-1", "payments")
+            .listener(
+                Listener::http("ingress", 10000)
+                    .wasm_filter(WasmFilter::new("shed", "/shed.wasm"))
+                    .route(Route::prefix("/").to_cluster("backend")),
+            )
+            .cluster(Cluster::static_cluster("backend", [upstream]));
+        let value = parse(&bootstrap);
+        assert_eq!(
+            value["node"],
+            json!({"id": "sidecar-1", "cluster": "payments"})
+        );
+        let hcm = &value["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
+        assert_eq!(
+            hcm["http_filters"][0]["typed_config"]["config"]["name"],
+            "shed"
+        );
+        assert_eq!(
+            hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["cluster"],
+            "backend"
+        );
+        assert_eq!(value["static_resources"]["clusters"][0]["name"], "backend");
+    }
+
+    #[test]
+    fn set_admin_port_repoints_the_admin_cluster() {
+        let mut bootstrap = Bootstrap::new(0).admin_cluster("admin");
+        bootstrap.set_admin_port(19000);
+        let value = parse(&bootstrap);
+        assert_eq!(
+            value["admin"]["address"]["socket_address"]["port_value"],
+            19000
+        );
+        let cluster = &value["static_resources"]["clusters"][0];
+        assert_eq!(cluster["name"], "admin");
+        assert_eq!(
+            cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"]["port_value"],
+            19000
+        );
+        assert_eq!(bootstrap.admin_port(), 19000);
+    }
+}

@@ -86,7 +86,10 @@ pub fn test_all(ws: &Workspace) -> Result<()> {
                 Command::new("cargo")
                     // The SDK's exports keep its `env.proxy_*` imports in the test module; node
                     // resolves them to a stub that throws if a pure test ever reaches the host.
-                    .env("NODE_PATH", ws.root().join("filters/common/tests/node_stub"))
+                    .env(
+                        "NODE_PATH",
+                        ws.root().join("filters/common/tests/node_stub"),
+                    )
                     .env(
                         "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
                         "wasm-bindgen-test-runner",

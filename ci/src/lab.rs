@@ -1,0 +1,31 @@
+//! `cargo xtask up` and `cargo xtask scenario`: build the modules and run the lab binary
+//! (`host-tests/src/bin/lab.rs`) in the optimised `lab` profile.
+
+use crate::build::build_modules;
+use crate::shell::run;
+use crate::toolchain::ensure_envoy;
+use crate::workspace::Workspace;
+use anyhow::Result;
+use std::process::Command;
+
+/// Installs Envoy, builds every wasm module, then runs `lab <args>`.
+pub fn run_lab(ws: &Workspace, args: &[&str]) -> Result<()> {
+    ensure_envoy(ws)?;
+    build_modules(ws)?;
+    run(
+        ws.root(),
+        Command::new("cargo")
+            .args([
+                "run",
+                "--quiet",
+                "--profile",
+                "lab",
+                "-p",
+                "host-tests",
+                "--bin",
+                "lab",
+                "--",
+            ])
+            .args(args),
+    )
+}

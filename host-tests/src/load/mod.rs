@@ -1,0 +1,280 @@
+//! Open-loop load generator for loopback targets: requests are launched at a fixed rate on a schedule fixed
+//! at the start (request `i` is due at `start + i / rate`), whatever the system under test does, so an
+//! overloaded target cannot slow the offered load. Latency is measured from the scheduled send time to the
+//! final outcome (no coordinated omission) into HDR histograms; [`run`] returns a serializable [`LoadReport`].
+//!
+//! Protocols: HTTP/1.1 keep-alive, HTTP/2 (h2c prior knowledge) and gRPC unary `mesh.test.v1.Echo/Get`
+//! (tonic), each over a pool of [`LoadConfig::connections`] connections used round robin.
+//!
+//! **HTTP/1.1 needs enough connections.** An HTTP/1.1 connection carries one request at a time; a request
+//! assigned to a busy connection waits for it, and that wait counts toward its latency (as it would for a
+//! real client). By Little's law a pool needs about `rate × latency` connections plus headroom: 2,000 rps at
+//! 5 ms needs 10; at 200 ms, 400. Too few connections shows up as client-side queueing, not as server load.
+//!
+//! Sends are paced by tokio's timer (1 ms resolution): above 1,000 rps several requests leave together, and
+//! the report's `send_lag` (typically ~1 ms) is part of every measured latency.
+//!
+//! Safety bounds: runs end after [`LoadConfig::duration`] or [`LoadConfig::max_requests`], only loopback
+//! targets are accepted, and at most [`LoadConfig::max_outstanding`] requests are outstanding; a request due
+//! while the cap is reached is not sent and is counted as `client_dropped`.
+
+mod client;
+mod report;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use report::{ErrorCounts, LatencySummary, LoadReport, OutcomeStats};
+
+use client::{Client, RequestPlan};
+use report::Tally;
+
+/// Response header by which a sidecar marks a request it shed; such responses count as `shed_by_sidecar`.
+pub const SHED_HEADER: &str = "x-mesh-shed";
+
+/// Request header carrying the client-side attempt number (1 for the first try, 2 for the first retry, ...).
+pub const CLIENT_ATTEMPT_HEADER: &str = "x-client-attempt";
+
+/// Wire protocol of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1 keep-alive, one request at a time per connection.
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge, requests multiplexed per connection.
+    Http2,
+    /// gRPC unary `mesh.test.v1.Echo/Get` through tonic channels (one HTTP/2 connection each).
+    Grpc,
+}
+
+/// A share of the requests carrying extra headers (gRPC: metadata), reported separately.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestClass {
+    /// Name in the report's `classes`.
+    pub name: String,
+    /// Relative share: with weights 1 and 4, exactly every fifth request belongs to the first class.
+    pub weight: u32,
+    /// Extra request headers, e.g. `("x-request-criticality", "critical")`.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestClass {
+    /// A class named `name` with relative `weight` and the given extra headers.
+    pub fn new(name: impl Into<String>, weight: u32, headers: &[(&str, &str)]) -> Self {
+        Self {
+            name: name.into(),
+            weight,
+            headers: headers
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+        }
+    }
+}
+
+/// Client-side retries, modelling an aggressive client: every failed attempt (timeout, connect or transport
+/// error, 5xx, 429, shed, gRPC non-OK) is retried after `backoff` until `max_retries` retries were made.
+/// Retries are extra upstream attempts of one client request; latency covers all its attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt; 0 disables retries.
+    pub max_retries: u32,
+    /// Pause before each retry.
+    pub backoff: Duration,
+}
+
+/// One load run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadConfig {
+    /// Where to send; must be a loopback address.
+    pub target: SocketAddr,
+    /// Wire protocol.
+    pub protocol: Protocol,
+    /// Offered load, requests per second (fixed schedule).
+    pub rate_per_sec: f64,
+    /// Length of the sending schedule.
+    pub duration: Duration,
+    /// Upper bound on the requests scheduled, if lower than `rate_per_sec × duration`.
+    pub max_requests: Option<u64>,
+    /// Connections in the pool (see the module docs on HTTP/1.1 sizing).
+    pub connections: usize,
+    /// Client timeout of each attempt, from its scheduled (first attempt) or actual (retries) send time.
+    pub timeout: Duration,
+    /// Cap on outstanding requests; requests due beyond it are dropped and counted as `client_dropped`.
+    pub max_outstanding: usize,
+    /// Client-side retries.
+    pub retry: RetryPolicy,
+    /// Request classes; empty means one class named `default` without extra headers.
+    pub classes: Vec<RequestClass>,
+    /// HTTP method (HTTP protocols only).
+    pub method: Method,
+    /// Path and query (HTTP protocols only; gRPC always calls `/mesh.test.v1.Echo/Get`).
+    pub path: String,
+    /// Host / `:authority` to send; `None` sends the target address.
+    pub authority: Option<String>,
+}
+
+impl LoadConfig {
+    /// `rate_per_sec` requests per second to `target` for `duration`, with defaults: 64 connections, 1 s
+    /// timeout, at most 10,000 outstanding, no retries, one class, `GET /`.
+    pub fn new(
+        target: SocketAddr,
+        protocol: Protocol,
+        rate_per_sec: f64,
+        duration: Duration,
+    ) -> Self {
+        Self {
+            target,
+            protocol,
+            rate_per_sec,
+            duration,
+            max_requests: None,
+            connections: 64,
+            timeout: Duration::from_secs(1),
+            max_outstanding: 10_000,
+            retry: RetryPolicy::default(),
+            classes: Vec::new(),
+            method: Method::GET,
+            path: "/".to_owned(),
+            authority: None,
+        }
+    }
+
+    /// Requests the schedule holds: `ceil(rate × duration)`, capped by `max_requests`.
+    pub fn scheduled_requests(&self) -> u64 {
+        // Float-to-int `as` saturates; the rate and duration were validated finite and positive.
+        let by_duration = (self.duration.as_secs_f64() * self.rate_per_sec).ceil() as u64;
+        self.max_requests
+            .map_or(by_duration, |max| max.min(by_duration))
+    }
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The target is not a loopback address; the generator only loads the local lab.
+    #[error("refusing to load non-loopback target {0}")]
+    NonLoopbackTarget(SocketAddr),
+    /// A configuration field is out of range or malformed (message says which).
+    #[error("invalid load config: {0}")]
+    InvalidConfig(String),
+    /// The latency histograms could not be created.
+    #[error("cannot create latency histogram: {0}")]
+    Histogram(#[from] hdrhistogram::CreationError),
+}
+
+/// A validated request class with parsed headers.
+pub(crate) struct PreparedClass {
+    name: String,
+    /// Cumulative weight up to and including this class.
+    weight_end: u64,
+    headers: HeaderMap,
+}
+
+/// Runs the load described by `config` on the current tokio runtime and reports once every request has
+/// finished (at most `timeout × (max_retries + 1)` plus backoffs after the schedule ends).
+pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
+    validate(config)?;
+    let classes = prepare_classes(&config.classes)?;
+    let total_weight = classes.last().map_or(1, |class| class.weight_end);
+    let plan = Arc::new(RequestPlan::new(config, classes)?);
+    let client = Arc::new(Client::connect(config).await?);
+    let mut tally = Tally::new(&plan.classes)?;
+    let mut running = JoinSet::new();
+    let total = config.scheduled_requests();
+    let start = Instant::now();
+    for index in 0..total {
+        let due = start + Duration::from_secs_f64(index as f64 / config.rate_per_sec);
+        tokio::time::sleep_until(due).await;
+        while let Some(finished) = running.try_join_next() {
+            tally.record_task(finished);
+        }
+        let class = plan.class_of(index % total_weight);
+        if running.len() >= config.max_outstanding {
+            tally.record_client_drop(class);
+            continue;
+        }
+        tally.record_send_lag(Instant::now().saturating_duration_since(due));
+        running.spawn(client::request(
+            Arc::clone(&client),
+            Arc::clone(&plan),
+            class,
+            due,
+        ));
+    }
+    while let Some(finished) = running.join_next().await {
+        tally.record_task(finished);
+    }
+    Ok(tally.into_report(config, start.elapsed()))
+}
+
+fn validate(config: &LoadConfig) -> Result<(), LoadError> {
+    let invalid = |why: &str| Err(LoadError::InvalidConfig(why.to_owned()));
+    if !config.target.ip().is_loopback() {
+        return Err(LoadError::NonLoopbackTarget(config.target));
+    }
+    if !(config.rate_per_sec.is_finite() && config.rate_per_sec > 0.0) {
+        return invalid("rate_per_sec must be finite and positive");
+    }
+    if config.duration.is_zero() {
+        return invalid("duration must be positive");
+    }
+    if config.connections == 0 {
+        return invalid("connections must be at least 1");
+    }
+    if config.max_outstanding == 0 {
+        return invalid("max_outstanding must be at least 1");
+    }
+    if config.timeout.is_zero() {
+        return invalid("timeout must be positive");
+    }
+    Ok(())
+}
+
+fn prepare_classes(classes: &[RequestClass]) -> Result<Vec<PreparedClass>, LoadError> {
+    if classes.is_empty() {
+        return Ok(vec![PreparedClass {
+            name: "default".to_owned(),
+            weight_end: 1,
+            headers: HeaderMap::new(),
+        }]);
+    }
+    let mut names = std::collections::BTreeSet::new();
+    let mut weight_end = 0;
+    let mut prepared = Vec::with_capacity(classes.len());
+    for class in classes {
+        if !names.insert(class.name.as_str()) {
+            return Err(LoadError::InvalidConfig(format!(
+                "class {:?} is defined twice",
+                class.name
+            )));
+        }
+        if class.weight == 0 {
+            return Err(LoadError::InvalidConfig(format!(
+                "class {:?} has weight 0",
+                class.name
+            )));
+        }
+        weight_end += u64::from(class.weight);
+        let mut headers = HeaderMap::new();
+        for (name, value) in &class.headers {
+            let bad_header =
+                || LoadError::InvalidConfig(format!("class {:?}: bad header {name:?}", class.name));
+            let name = HeaderName::try_from(name.as_str()).map_err(|_| bad_header())?;
+            let value = HeaderValue::try_from(value.as_str()).map_err(|_| bad_header())?;
+            headers.append(name, value);
+        }
+        prepared.push(PreparedClass {
+            name: class.name.clone(),
+            weight_end,
+            headers,
+        });
+    }
+    Ok(prepared)
+}

@@ -1,0 +1,526 @@
+//! The adaptive, criticality-aware concurrency limit: [`SharedState`] (the one value all workers
+//! share), [`Policy`] (the configuration compiled for the per-request path) and the two pure
+//! per-request steps [`SharedState::admit`] and [`SharedState::release`].
+//!
+//! # Algorithm
+//!
+//! The limit is a delay-based AIMD controller (TCP Vegas' queue signal, Envoy's gradient,
+//! BBR's windowed minimum), run in measurement windows:
+//!
+//! * **Samples.** Every release records the request's latency into the current window's
+//!   histogram. Successes always count; errors, resets and local replies count only when they
+//!   are at least as slow as the no-load latency, so fast failures cannot make an overloaded
+//!   service look healthy while slow failures (timeouts, slow 5xx) still count as slow.
+//! * **Windows** close on the release that finds the window at least `window_ms` old with at
+//!   least `window_min_samples` samples, or as soon as it holds `window_max_samples` samples. So
+//!   a busy service adapts every few hundred requests and a service seeing one request per
+//!   second adapts on every request (Envoy's gradient controller needs a fixed number of
+//!   requests per sample and stalls at low rates). Whichever worker closes a window applies the
+//!   update inside the same pure function, so the update happens exactly once.
+//! * **No-load latency** (the baseline) is the smallest window latency (window quantile
+//!   `latency_quantile`) seen in the last `baseline_window_ms` (to 4/3 of it), kept as four
+//!   minima of a third of that window each.
+//!   It is never re-measured by pinning the limit low (Envoy's periodic minimum-RTT phase is
+//!   what produces its 503 bursts): every decrease below cuts the limit to roughly the point
+//!   where the queue drains, so under sustained overload the windows right after each decrease
+//!   measure the no-load latency again. When the service itself becomes slower, old minima age
+//!   out and the baseline follows within `baseline_window_ms`. Because the baseline is a
+//!   minimum, not an average, it does not follow rising queueing latency (Gradient2's long-term
+//!   average does, which lets its limit drift up under mild overload).
+//! * **Decrease.** With `ratio = window latency / baseline`: if `ratio > 1 + tolerance` the
+//!   limit is multiplied by `1 / ratio` (the in-flight count at which that latency would have
+//!   had no queue); if `latency_target_ms` is set and exceeded the limit is multiplied by
+//!   `target / latency`, whatever the baseline says. The smaller factor applies, clamped to
+//!   `[max_decrease, 0.9]`. A window in which the limit was not in use (see below) shrinks the
+//!   limit no lower than its demand (`peak / utilization`, or the peak itself when the latency
+//!   target is exceeded), so a slowdown that our concurrency did not cause cannot make the
+//!   shedder refuse work by itself.
+//! * **Increase** only when the window used the limit — some request was refused (or would have
+//!   been, in dry run), or the peak in-flight count reached `utilization × limit` — and latency
+//!   is within tolerance: doubling until the first decrease (slow start from the
+//!   deliberately small `initial_limit`, which keeps the first baseline free of queueing), then
+//!   `+ sqrt(limit)` per window. An app-limited service's limit never drifts up.
+//! * The limit is always kept within `[min_limit, max_limit]`.
+//!
+//! # Criticality
+//!
+//! Each [`Rank`] may fill a share of the limit: a request is admitted while the in-flight count
+//! is below `max(1, share × limit)`. Shares are non-increasing from `critical-plus` down to
+//! `sheddable` and a retry's share lies between its criticality's and the next lower one's, so
+//! under any load a lower rank is refused whenever a higher rank would be. A window in which
+//! only low ranks were refused still counts as using the limit, so the limit grows to the
+//! service's capacity even when most traffic is sheddable.
+
+use crate::classify::Rank;
+use crate::config::{ShedderConfig, MAX_DECREASE_CEILING};
+use crate::histogram::{self, LatencyHistogram};
+use meshkit::clock::Timestamp;
+use meshkit::shared::{DecodeError, SharedValue};
+use std::time::Duration;
+
+/// Fixed-point scale of the per-rank shares (1.0 == `SHARE_ONE`).
+const SHARE_ONE: u64 = 1 << 16;
+/// Number of sub-window minima the baseline keeps.
+const BASELINE_SLOTS: usize = 4;
+/// Marks an empty baseline slot.
+const EMPTY_SLOT: u32 = u32::MAX;
+
+/// The configuration compiled for the per-request path. Built once per configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    min_limit: u32,
+    initial_limit: u32,
+    max_limit: u32,
+    window_nanos: u64,
+    window_min_samples: u32,
+    window_max_samples: u32,
+    latency_quantile: f64,
+    tolerance: f64,
+    utilization: f64,
+    baseline_slot_nanos: u64,
+    latency_target_micros: Option<u64>,
+    max_decrease: f64,
+    dry_run: bool,
+    shares: [u64; Rank::COUNT],
+}
+
+impl Policy {
+    /// Compiles a configuration. Expects a validated configuration but stays well-defined
+    /// (clamping) for any input.
+    pub fn new(config: &ShedderConfig) -> Policy {
+        let limit = &config.limit;
+        let min_limit = limit.min_limit.max(1);
+        let max_limit = limit.max_limit.max(min_limit);
+        // Window sample counts must fit the histogram's u16 buckets, or a window could never fill.
+        let max_samples = u32::from(u16::MAX);
+        let window_min_samples = limit.window_min_samples.clamp(1, max_samples);
+        let shares = &config.criticality.shares;
+        // Share of each criticality, least important first.
+        let by_criticality = [
+            shares.sheddable,
+            shares.sheddable_plus,
+            shares.critical,
+            shares.critical_plus,
+        ]
+        .map(|share| (share.get() * SHARE_ONE as f64).round() as u64);
+        let mut rank_shares = [0; Rank::COUNT];
+        for (criticality, &share) in by_criticality.iter().enumerate() {
+            let lower = criticality
+                .checked_sub(1)
+                .map_or(0, |lower| by_criticality[lower]);
+            rank_shares[criticality * 2] = (share + lower) / 2;
+            rank_shares[criticality * 2 + 1] = share;
+        }
+        Policy {
+            min_limit,
+            initial_limit: limit.initial_limit.max(min_limit).min(max_limit),
+            max_limit,
+            window_nanos: millis_to_nanos(limit.window_ms.as_millis()).max(1),
+            window_min_samples,
+            window_max_samples: limit
+                .window_max_samples
+                .clamp(window_min_samples, max_samples),
+            latency_quantile: limit.latency_quantile.get(),
+            tolerance: limit.tolerance.get(),
+            utilization: limit.utilization.get().max(f64::MIN_POSITIVE),
+            // Slots of a third of the window: the oldest of four slots still covers the window.
+            baseline_slot_nanos: millis_to_nanos(limit.baseline_window_ms.as_millis())
+                .div_ceil(BASELINE_SLOTS as u64 - 1)
+                .max(1),
+            latency_target_micros: limit
+                .latency_target_ms
+                .map(|target| target.as_millis().saturating_mul(1_000)),
+            max_decrease: limit.max_decrease.get().min(MAX_DECREASE_CEILING),
+            dry_run: config.dry_run,
+            shares: rank_shares,
+        }
+    }
+
+    /// The in-flight count below which a request of `rank` is admitted under `limit`: its
+    /// share of the limit, rounded to the nearest count, at least 1.
+    fn threshold(&self, limit: u32, rank: Rank) -> u32 {
+        let scaled = (u64::from(limit) * self.shares[rank.index()] + SHARE_ONE / 2) / SHARE_ONE;
+        u32::try_from(scaled).unwrap_or(u32::MAX).max(1)
+    }
+
+    fn clamp_limit(&self, limit: u32) -> u32 {
+        limit.max(self.min_limit).min(self.max_limit)
+    }
+}
+
+/// The admission decision for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Admission {
+    /// Admitted and counted: call [`SharedState::release`] exactly once when it ends.
+    Admitted,
+    /// Dry run: would have been shed, but is admitted and counted like [`Admission::Admitted`].
+    WouldShed,
+    /// Refused: reply with the rejection; not counted, so never released.
+    Shed,
+}
+
+impl Admission {
+    /// Whether the request proceeds (and must be released).
+    pub fn is_admitted(self) -> bool {
+        !matches!(self, Admission::Shed)
+    }
+}
+
+/// How an admitted request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// The upstream answered successfully.
+    Success,
+    /// The upstream answered with an error (HTTP 5xx, gRPC error status).
+    Error,
+    /// The stream was reset or the downstream disconnected before the response completed.
+    Reset,
+    /// Envoy or another filter answered locally (e.g. upstream timeout, connect failure).
+    LocalReply,
+}
+
+/// What closing a measurement window did to the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowClosed {
+    /// The limit before the update.
+    pub previous_limit: u32,
+    /// The limit after the update.
+    pub limit: u32,
+    /// The window's latency (its `latency_quantile`).
+    pub latency: Duration,
+    /// The no-load latency the window was compared with.
+    pub baseline: Duration,
+    /// Latency samples in the window.
+    pub samples: u32,
+}
+
+/// The state every worker shares: in-flight count, limit, the open window and the baseline.
+/// Fixed size ([`SharedState::ENCODED_LEN`] bytes), stored in one shared-data cell and updated
+/// by compare-and-swap: read, apply [`SharedState::admit`] or [`SharedState::release`] to the
+/// decoded copy, write back with the read CAS, retry on mismatch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedState {
+    in_flight: u32,
+    limit: u32,
+    slow_start: bool,
+    window_start_nanos: u64,
+    window_peak_in_flight: u32,
+    window_refused: u32,
+    window_latency: LatencyHistogram,
+    baseline: BaselineFilter,
+}
+
+impl SharedState {
+    /// Layout version, the first encoded byte; bumped on any layout change.
+    pub const FORMAT_VERSION: u8 = 1;
+    /// Size of the encoding in bytes.
+    pub const ENCODED_LEN: usize =
+        2 + 4 * 4 + 8 + BaselineFilter::ENCODED_LEN + histogram::ENCODED_LEN;
+
+    /// A fresh state: nothing in flight, the initial limit, a window opening at `now`.
+    pub fn new(policy: &Policy, now: Timestamp) -> SharedState {
+        SharedState {
+            in_flight: 0,
+            limit: policy.initial_limit,
+            slow_start: true,
+            window_start_nanos: now.as_nanos(),
+            window_peak_in_flight: 0,
+            window_refused: 0,
+            window_latency: LatencyHistogram::default(),
+            baseline: BaselineFilter::default(),
+        }
+    }
+
+    /// Requests admitted and not yet released, across all workers.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// The current concurrency limit under `policy` (always within `[min_limit, max_limit]`).
+    pub fn limit(&self, policy: &Policy) -> u32 {
+        policy.clamp_limit(self.limit)
+    }
+
+    /// The current no-load latency estimate, once a window has closed.
+    pub fn baseline(&self) -> Option<Duration> {
+        self.baseline
+            .min()
+            .map(|micros| Duration::from_micros(u64::from(micros)))
+    }
+
+    /// Decides whether a request of `rank` may start, and counts it if so.
+    pub fn admit(&mut self, policy: &Policy, rank: Rank) -> Admission {
+        let threshold = policy.threshold(self.limit(policy), rank);
+        let decision = if self.in_flight < threshold {
+            Admission::Admitted
+        } else {
+            self.window_refused = self.window_refused.saturating_add(1);
+            if !policy.dry_run {
+                return Admission::Shed;
+            }
+            Admission::WouldShed
+        };
+        self.in_flight = self.in_flight.saturating_add(1);
+        self.window_peak_in_flight = self.window_peak_in_flight.max(self.in_flight);
+        decision
+    }
+
+    /// Ends an admitted request that took `latency` and ended with `outcome`; closes the window
+    /// and updates the limit when the window is due (see the module doc).
+    pub fn release(
+        &mut self,
+        policy: &Policy,
+        now: Timestamp,
+        latency: Duration,
+        outcome: Outcome,
+    ) -> Option<WindowClosed> {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        let sampled = match outcome {
+            Outcome::Success => true,
+            Outcome::Error | Outcome::Reset | Outcome::LocalReply => self
+                .baseline
+                .min()
+                .is_some_and(|baseline| micros >= u64::from(baseline)),
+        };
+        if sampled {
+            self.window_latency.record(micros);
+        }
+        let samples = self.window_latency.count();
+        let age = now.as_nanos().saturating_sub(self.window_start_nanos);
+        let due = samples >= policy.window_max_samples
+            || (samples >= policy.window_min_samples && age >= policy.window_nanos);
+        if due {
+            self.close_window(policy, now)
+        } else {
+            None
+        }
+    }
+
+    fn close_window(&mut self, policy: &Policy, now: Timestamp) -> Option<WindowClosed> {
+        let samples = self.window_latency.count();
+        let observed = self.window_latency.quantile(policy.latency_quantile);
+        let peak = self.window_peak_in_flight;
+        let refused = self.window_refused;
+        self.window_start_nanos = now.as_nanos();
+        self.window_peak_in_flight = self.in_flight;
+        self.window_refused = 0;
+        self.window_latency.clear();
+        let observed = observed?;
+
+        self.baseline
+            .observe(now.as_nanos(), policy.baseline_slot_nanos, observed);
+        let baseline = u64::from(self.baseline.min().unwrap_or(EMPTY_SLOT - 1)).max(1);
+        let previous_limit = self.limit(policy);
+        let in_use =
+            refused > 0 || f64::from(peak) >= policy.utilization * f64::from(previous_limit);
+
+        let ratio = observed as f64 / baseline as f64;
+        let queueing = ratio > 1.0 + policy.tolerance;
+        let over_target = policy
+            .latency_target_micros
+            .filter(|&target| observed > target);
+        let mut factor = 1.0f64;
+        if queueing {
+            factor = factor.min(1.0 / ratio);
+        }
+        if let Some(target) = over_target {
+            factor = factor.min(target as f64 / observed as f64);
+        }
+        let limit = if factor < 1.0 {
+            self.slow_start = false;
+            let factor = factor.clamp(policy.max_decrease, MAX_DECREASE_CEILING);
+            let decreased = (f64::from(previous_limit) * factor) as u32;
+            if in_use {
+                decreased
+            } else {
+                // Not in use: shrink towards the demand seen, not below it.
+                let demand = if over_target.is_some() {
+                    peak
+                } else {
+                    (f64::from(peak) / policy.utilization).ceil() as u32
+                };
+                decreased.max(demand).min(previous_limit)
+            }
+        } else if in_use {
+            if self.slow_start {
+                previous_limit.saturating_mul(2)
+            } else {
+                let step = (f64::from(previous_limit).sqrt() as u32).max(1);
+                previous_limit.saturating_add(step)
+            }
+        } else {
+            previous_limit
+        };
+        self.limit = policy.clamp_limit(limit);
+        Some(WindowClosed {
+            previous_limit,
+            limit: self.limit,
+            latency: Duration::from_micros(observed),
+            baseline: Duration::from_micros(baseline),
+            samples,
+        })
+    }
+}
+
+impl SharedValue for SharedState {
+    /// Layout (little-endian): version u8, flags u8 (bit 0: slow start), in_flight u32, limit
+    /// u32, window peak u32, window refused u32, window start u64 (ns), baseline newest slot
+    /// u64 + 4 × u32 minima (µs, `u32::MAX` = empty), then the window histogram.
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::ENCODED_LEN);
+        out.push(Self::FORMAT_VERSION);
+        out.push(u8::from(self.slow_start));
+        for word in [
+            self.in_flight,
+            self.limit,
+            self.window_peak_in_flight,
+            self.window_refused,
+        ] {
+            out.extend_from_slice(&word.to_le_bytes());
+        }
+        out.extend_from_slice(&self.window_start_nanos.to_le_bytes());
+        self.baseline.encode_into(&mut out);
+        self.window_latency.encode_into(&mut out);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let error = |reason: String| DecodeError::new("load-shedder SharedState", reason);
+        if bytes.len() != Self::ENCODED_LEN {
+            return Err(error(format!(
+                "expected {} bytes, got {}",
+                Self::ENCODED_LEN,
+                bytes.len()
+            )));
+        }
+        let mut reader = Reader { bytes, at: 0 };
+        let version = reader.u8();
+        if version != Self::FORMAT_VERSION {
+            return Err(error(format!("unknown format version {version}")));
+        }
+        let slow_start = match reader.u8() {
+            0 => false,
+            1 => true,
+            flags => return Err(error(format!("unknown flags {flags:#04x}"))),
+        };
+        let in_flight = reader.u32();
+        let limit = reader.u32();
+        let window_peak_in_flight = reader.u32();
+        let window_refused = reader.u32();
+        let window_start_nanos = reader.u64();
+        let baseline = BaselineFilter {
+            newest_slot: reader.u64(),
+            minima: [reader.u32(), reader.u32(), reader.u32(), reader.u32()],
+        };
+        let window_latency = LatencyHistogram::decode(reader.rest())
+            .ok_or_else(|| error("truncated latency histogram".to_owned()))?;
+        Ok(SharedState {
+            in_flight,
+            limit,
+            slow_start,
+            window_start_nanos,
+            window_peak_in_flight,
+            window_refused,
+            window_latency,
+            baseline,
+        })
+    }
+}
+
+/// The smallest window latency of the recent past: one minimum per time slot, four slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BaselineFilter {
+    /// Index (time / slot length) of the newest slot written.
+    newest_slot: u64,
+    /// Minimum latency in µs per slot, indexed by slot index modulo 4; `EMPTY_SLOT` if none.
+    minima: [u32; BASELINE_SLOTS],
+}
+
+impl Default for BaselineFilter {
+    fn default() -> Self {
+        Self {
+            newest_slot: 0,
+            minima: [EMPTY_SLOT; BASELINE_SLOTS],
+        }
+    }
+}
+
+impl BaselineFilter {
+    const ENCODED_LEN: usize = 8 + 4 * BASELINE_SLOTS;
+
+    /// Records a window latency at `now`, first expiring slots older than four slot lengths.
+    /// A timestamp older than the newest slot (another worker's clock) counts as the newest.
+    fn observe(&mut self, now_nanos: u64, slot_nanos: u64, micros: u64) {
+        let slot = now_nanos / slot_nanos;
+        if slot > self.newest_slot {
+            let gap = slot - self.newest_slot;
+            if gap >= BASELINE_SLOTS as u64 {
+                self.minima = [EMPTY_SLOT; BASELINE_SLOTS];
+            } else {
+                for expired in self.newest_slot + 1..=slot {
+                    self.minima[(expired % BASELINE_SLOTS as u64) as usize] = EMPTY_SLOT;
+                }
+            }
+            self.newest_slot = slot;
+        }
+        let index = (self.newest_slot % BASELINE_SLOTS as u64) as usize;
+        let micros = u32::try_from(micros)
+            .unwrap_or(EMPTY_SLOT - 1)
+            .min(EMPTY_SLOT - 1);
+        self.minima[index] = self.minima[index].min(micros);
+    }
+
+    fn min(&self) -> Option<u32> {
+        self.minima
+            .iter()
+            .copied()
+            .filter(|&m| m != EMPTY_SLOT)
+            .min()
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.newest_slot.to_le_bytes());
+        for minimum in self.minima {
+            out.extend_from_slice(&minimum.to_le_bytes());
+        }
+    }
+}
+
+/// Reads fixed-size little-endian fields from a buffer whose length was checked up front;
+/// reads past the end yield zeros rather than panicking.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0; N];
+        if let Some(chunk) = self.bytes.get(self.at..self.at + N) {
+            out.copy_from_slice(chunk);
+        }
+        self.at += N;
+        out
+    }
+
+    fn u8(&mut self) -> u8 {
+        self.take::<1>()[0]
+    }
+
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.take())
+    }
+
+    fn u64(&mut self) -> u64 {
+        u64::from_le_bytes(self.take())
+    }
+
+    fn rest(&self) -> &[u8] {
+        self.bytes.get(self.at..).unwrap_or_default()
+    }
+}
+
+fn millis_to_nanos(millis: u64) -> u64 {
+    millis.saturating_mul(1_000_000)
+}

@@ -8,8 +8,8 @@ use crate::workspace::Workspace;
 use anyhow::Result;
 use std::process::Command;
 
-/// Installs Envoy, builds every wasm module, then runs `lab <args>`.
-pub fn run_lab(ws: &Workspace, args: &[&str]) -> Result<()> {
+/// Installs Envoy, builds every wasm module, then runs `lab <command> <args>`.
+pub fn run_lab(ws: &Workspace, command: &str, args: &[String]) -> Result<()> {
     ensure_envoy(ws)?;
     build_modules(ws)?;
     run(
@@ -25,6 +25,7 @@ pub fn run_lab(ws: &Workspace, args: &[&str]) -> Result<()> {
                 "--bin",
                 "lab",
                 "--",
+                command,
             ])
             .args(args),
     )

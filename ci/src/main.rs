@@ -31,21 +31,17 @@ enum Command {
     /// Every test: lint, native unit tests, wasm32 unit tests, emulated-host and real-Envoy tests.
     Test,
     /// The local sidecar demo: a demo service behind Envoy with every filter, until Ctrl-C.
+    /// Arguments go to the lab (`cargo xtask up -- --help`).
     Up {
-        /// Port of the sidecar's ingress listener.
-        #[arg(long, default_value_t = 10000)]
-        port: u16,
-        /// Port of Envoy's admin interface.
-        #[arg(long, default_value_t = 9901)]
-        admin_port: u16,
+        /// Passed to `lab up` (e.g. `--port 10000 --admin-port 9901`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Run a scenario benchmark (`all` for every one); prints a table, writes target/scenarios/<name>.json.
     Scenario {
-        /// Scenario name, or `all`.
-        name: String,
-        /// About two seconds of load: proves the scenario runs; its figures mean nothing.
-        #[arg(long)]
-        smoke: bool,
+        /// Passed to `lab scenario`: the scenario name or `all`, and `--smoke` for a 2-second run.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
     },
 }
 
@@ -56,22 +52,7 @@ fn main() -> Result<()> {
         Command::Build => build::build_modules(&ws).map(|_| ()),
         Command::Lint => lint::lint(&ws),
         Command::Test => test::test_all(&ws),
-        Command::Up { port, admin_port } => lab::run_lab(
-            &ws,
-            &[
-                "up",
-                "--port",
-                &port.to_string(),
-                "--admin-port",
-                &admin_port.to_string(),
-            ],
-        ),
-        Command::Scenario { name, smoke } => {
-            let mut args = vec!["scenario", name.as_str()];
-            if smoke {
-                args.push("--smoke");
-            }
-            lab::run_lab(&ws, &args)
-        }
+        Command::Up { args } => lab::run_lab(&ws, "up", &args),
+        Command::Scenario { args } => lab::run_lab(&ws, "scenario", &args),
     }
 }

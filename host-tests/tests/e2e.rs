@@ -41,6 +41,35 @@ fn fixture_module() -> PathBuf {
     envoy::wasm_module("host-fixture").unwrap_or_else(|err| panic!("{err}"))
 }
 
+/// Starts Envoy on one worker with `fixture` on the ingress listener, in front of a loopback
+/// upstream (so every request reaches the same VM).
+fn start_fixture_on_one_worker(fixture: WasmFilter) -> EnvoyProcess {
+    let bootstrap = Bootstrap::new(0)
+        .listener(
+            Listener::http("ingress", 0)
+                .wasm_filter(fixture)
+                .route(Route::prefix("/").to_cluster("backend")),
+        )
+        .cluster(Cluster::static_cluster("backend", [upstream::start()]));
+    start(
+        &bootstrap,
+        EnvoyOptions {
+            concurrency: 1,
+            ..EnvoyOptions::default()
+        },
+    )
+}
+
+/// GETs `url` and returns the response body.
+fn get_text(url: &str) -> String {
+    ureq::get(url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
 #[test]
 fn validate_accepts_listener_with_router_only() {
     validate(
@@ -168,21 +197,10 @@ fn envoy_proxies_through_a_built_listener_and_counts_it_in_stats() {
     let ingress = envoy.listener_addr("ingress").unwrap();
 
     // The admin cluster follows the admin port the harness picked.
-    let ready = ureq::get(format!("http://{ingress}/ready"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let ready = get_text(&format!("http://{ingress}/ready"));
     assert_eq!(ready.trim(), "LIVE");
 
-    let body = ureq::get(format!("http://{ingress}/hello"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    assert_eq!(body, upstream::BODY);
+    assert_eq!(get_text(&format!("http://{ingress}/hello")), upstream::BODY);
 
     assert_eq!(
         envoy
@@ -276,24 +294,10 @@ fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> 
 
 #[test]
 fn fixture_module_on_v8_survives_a_non_utf8_header_value() {
-    let upstream = upstream::start();
-    let bootstrap = Bootstrap::new(0)
-        .listener(
-            Listener::http("ingress", 0)
-                .wasm_filter(
-                    WasmFilter::new("fixture", fixture_module())
-                        .configuration(&json!({"tick_period_ms": 1000})),
-                )
-                .route(Route::prefix("/").to_cluster("backend")),
-        )
-        .cluster(Cluster::static_cluster("backend", [upstream]));
     // One worker: the follow-up request must reach the same VM that saw the bad bytes.
-    let envoy = start(
-        &bootstrap,
-        EnvoyOptions {
-            concurrency: 1,
-            ..EnvoyOptions::default()
-        },
+    let envoy = start_fixture_on_one_worker(
+        WasmFilter::new("fixture", fixture_module())
+            .configuration(&json!({"tick_period_ms": 1000})),
     );
     let ingress = envoy.listener_addr("ingress").unwrap();
 
@@ -324,20 +328,7 @@ fn fixture_module_on_v8_survives_a_non_utf8_header_value() {
 
 /// Starts the fixture module and makes it panic on one request.
 fn envoy_with_a_panicked_fixture() -> EnvoyProcess {
-    let bootstrap = Bootstrap::new(0)
-        .listener(
-            Listener::http("ingress", 0)
-                .wasm_filter(WasmFilter::new("fixture", fixture_module()))
-                .route(Route::prefix("/").to_cluster("backend")),
-        )
-        .cluster(Cluster::static_cluster("backend", [upstream::start()]));
-    let envoy = start(
-        &bootstrap,
-        EnvoyOptions {
-            concurrency: 1,
-            ..EnvoyOptions::default()
-        },
-    );
+    let envoy = start_fixture_on_one_worker(WasmFilter::new("fixture", fixture_module()));
     let ingress = envoy.listener_addr("ingress").unwrap();
     let (status, _) = raw_exchange(
         ingress,

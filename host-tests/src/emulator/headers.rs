@@ -37,13 +37,18 @@ impl HeaderMap {
         self.pairs.is_empty()
     }
 
-    /// The first value of `name` (case-insensitive), if present.
-    pub fn get(&self, name: &str) -> Option<&[u8]> {
+    /// The values of `name` (case-insensitive), in order.
+    fn values<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
         let name = name.to_ascii_lowercase();
         self.pairs
             .iter()
-            .find(|(n, _)| *n == name)
+            .filter(move |(n, _)| *n == name)
             .map(|(_, v)| v.as_slice())
+    }
+
+    /// The first value of `name` (case-insensitive), if present.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.values(name).next()
     }
 
     /// The first value of `name` as UTF-8 text; `None` when absent or not valid UTF-8.
@@ -53,12 +58,7 @@ impl HeaderMap {
 
     /// Every value of `name` (case-insensitive), in order.
     pub fn get_all(&self, name: &str) -> Vec<&[u8]> {
-        let name = name.to_ascii_lowercase();
-        self.pairs
-            .iter()
-            .filter(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_slice())
-            .collect()
+        self.values(name).collect()
     }
 
     /// Appends `name: value`, keeping any existing values of `name`.

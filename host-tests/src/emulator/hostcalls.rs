@@ -11,7 +11,7 @@ use std::time::Duration;
 use wasmtime::{format_err, Caller, Engine, Linker, Memory};
 
 use super::headers::HeaderMap;
-use super::metrics::{MetricError, MetricKind};
+use super::metrics::{MetricError, MetricKind, MetricsStore};
 use super::shared_data::SetError;
 use super::state::{lock, PendingCall, WorkerState};
 use super::types::{HttpCall, HttpCallReply, LocalResponse, LogLevel, LogRecord};
@@ -252,6 +252,44 @@ fn map_mut(state: &mut WorkerState, map_type: u32) -> Option<&mut HeaderMap> {
     }
 }
 
+/// Applies `edit` to the mutable header map of ABI type `map_type`: `Ok`, or `BadArgument`
+/// when that map cannot be changed in the current context.
+fn edit_map(state: &mut WorkerState, map_type: u32, edit: impl FnOnce(&mut HeaderMap)) -> u32 {
+    match map_mut(state, map_type) {
+        Some(map) => {
+            edit(map);
+            status::OK
+        }
+        None => status::BAD_ARGUMENT,
+    }
+}
+
+/// Defines a `(map_type, key, value) -> status` import that changes one header of a mutable map.
+fn define_map_value_edit(
+    linker: &mut Linker<WorkerState>,
+    name: &str,
+    edit: fn(&mut HeaderMap, &str, &[u8]),
+) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "env",
+        name,
+        move |mut caller: Ctx<'_>,
+              map_type: u32,
+              key_ptr: u32,
+              key_len: u32,
+              value_ptr: u32,
+              value_len: u32|
+              -> Status {
+            let key = read_string(&caller, key_ptr, key_len)?;
+            let value = read(&caller, value_ptr, value_len)?;
+            Ok(edit_map(caller.data_mut(), map_type, |map| {
+                edit(map, &key, &value)
+            }))
+        },
+    )?;
+    Ok(())
+}
+
 fn define_maps(linker: &mut Linker<WorkerState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
@@ -274,13 +312,7 @@ fn define_maps(linker: &mut Linker<WorkerState>) -> wasmtime::Result<()> {
             let Ok(pairs) = HeaderMap::deserialize(&read(&caller, ptr, len)?) else {
                 return Ok(status::BAD_ARGUMENT);
             };
-            match map_mut(caller.data_mut(), map_type) {
-                Some(map) => {
-                    *map = pairs;
-                    Ok(status::OK)
-                }
-                None => Ok(status::BAD_ARGUMENT),
-            }
+            Ok(edit_map(caller.data_mut(), map_type, |map| *map = pairs))
         },
     )?;
     linker.func_wrap(
@@ -307,60 +339,16 @@ fn define_maps(linker: &mut Linker<WorkerState>) -> wasmtime::Result<()> {
             }
         },
     )?;
-    linker.func_wrap(
-        "env",
-        "proxy_replace_header_map_value",
-        |mut caller: Ctx<'_>,
-         map_type: u32,
-         key_ptr: u32,
-         key_len: u32,
-         value_ptr: u32,
-         value_len: u32|
-         -> Status {
-            let key = read_string(&caller, key_ptr, key_len)?;
-            let value = read(&caller, value_ptr, value_len)?;
-            Ok(match map_mut(caller.data_mut(), map_type) {
-                Some(map) => {
-                    map.replace(&key, &value);
-                    status::OK
-                }
-                None => status::BAD_ARGUMENT,
-            })
-        },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_add_header_map_value",
-        |mut caller: Ctx<'_>,
-         map_type: u32,
-         key_ptr: u32,
-         key_len: u32,
-         value_ptr: u32,
-         value_len: u32|
-         -> Status {
-            let key = read_string(&caller, key_ptr, key_len)?;
-            let value = read(&caller, value_ptr, value_len)?;
-            Ok(match map_mut(caller.data_mut(), map_type) {
-                Some(map) => {
-                    map.add(&key, &value);
-                    status::OK
-                }
-                None => status::BAD_ARGUMENT,
-            })
-        },
-    )?;
+    define_map_value_edit(linker, "proxy_replace_header_map_value", HeaderMap::replace)?;
+    define_map_value_edit(linker, "proxy_add_header_map_value", HeaderMap::add)?;
     linker.func_wrap(
         "env",
         "proxy_remove_header_map_value",
         |mut caller: Ctx<'_>, map_type: u32, key_ptr: u32, key_len: u32| -> Status {
             let key = read_string(&caller, key_ptr, key_len)?;
-            Ok(match map_mut(caller.data_mut(), map_type) {
-                Some(map) => {
-                    map.remove(&key);
-                    status::OK
-                }
-                None => status::BAD_ARGUMENT,
-            })
+            Ok(edit_map(caller.data_mut(), map_type, |map| {
+                map.remove(&key)
+            }))
         },
     )?;
     Ok(())
@@ -619,10 +607,19 @@ fn define_stream_control(linker: &mut Linker<WorkerState>) -> wasmtime::Result<(
     Ok(())
 }
 
-fn metric_status(result: Result<(), MetricError>) -> u32 {
-    match result {
-        Ok(()) => status::OK,
-        Err(MetricError::BadArgument) => status::BAD_ARGUMENT,
+/// Applies `update` to the metric this worker defined as `id`: `NotFound` for an unknown id,
+/// `BadArgument` when the update does not apply to the metric's kind.
+fn update_metric(
+    state: &WorkerState,
+    id: u32,
+    update: impl FnOnce(&MetricsStore, &str) -> Result<(), MetricError>,
+) -> u32 {
+    match state.metric_names.get(&id) {
+        Some(name) => match update(&state.shared.metrics, name) {
+            Ok(()) => status::OK,
+            Err(MetricError::BadArgument) => status::BAD_ARGUMENT,
+        },
+        None => status::NOT_FOUND,
     }
 }
 
@@ -692,22 +689,18 @@ fn define_shared_data_and_metrics(linker: &mut Linker<WorkerState>) -> wasmtime:
         "env",
         "proxy_increment_metric",
         |caller: Ctx<'_>, id: u32, offset: i64| -> Status {
-            let state = caller.data();
-            Ok(match state.metric_names.get(&id) {
-                Some(name) => metric_status(state.shared.metrics.increment(name, offset)),
-                None => status::NOT_FOUND,
-            })
+            Ok(update_metric(caller.data(), id, |metrics, name| {
+                metrics.increment(name, offset)
+            }))
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_record_metric",
         |caller: Ctx<'_>, id: u32, value: u64| -> Status {
-            let state = caller.data();
-            Ok(match state.metric_names.get(&id) {
-                Some(name) => metric_status(state.shared.metrics.record(name, value)),
-                None => status::NOT_FOUND,
-            })
+            Ok(update_metric(caller.data(), id, |metrics, name| {
+                metrics.record(name, value)
+            }))
         },
     )?;
     linker.func_wrap(

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::state::{lock, sorted_keys};
+
 /// The kind of a metric, as passed to `proxy_define_metric`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MetricKind {
@@ -62,7 +64,7 @@ impl MetricsStore {
 
     /// Creates `name` with a zero value unless it exists; redefining keeps the existing value.
     pub fn define(&self, name: &str, kind: MetricKind) {
-        self.lock()
+        lock(&self.values)
             .entry(name.to_owned())
             .or_insert_with(|| match kind {
                 MetricKind::Counter => MetricValue::Counter(0),
@@ -73,7 +75,7 @@ impl MetricsStore {
 
     /// Adds `offset` to a counter (must be >= 0) or gauge.
     pub fn increment(&self, name: &str, offset: i64) -> Result<(), MetricError> {
-        let mut values = self.lock();
+        let mut values = lock(&self.values);
         match values.get_mut(name) {
             Some(MetricValue::Counter(total)) => {
                 let offset = u64::try_from(offset).map_err(|_| MetricError::BadArgument)?;
@@ -91,7 +93,7 @@ impl MetricsStore {
     /// Records `value`: sets a gauge, appends a histogram sample, raises a counter to `value`
     /// when it is higher.
     pub fn record(&self, name: &str, value: u64) -> Result<(), MetricError> {
-        let mut values = self.lock();
+        let mut values = lock(&self.values);
         match values.get_mut(name) {
             Some(MetricValue::Counter(total)) => {
                 *total = (*total).max(value);
@@ -111,7 +113,7 @@ impl MetricsStore {
 
     /// The value `proxy_get_metric` returns: a counter's total or a gauge's bits.
     pub fn read(&self, name: &str) -> Result<u64, MetricError> {
-        match self.lock().get(name) {
+        match lock(&self.values).get(name) {
             Some(MetricValue::Counter(total)) => Ok(*total),
             Some(MetricValue::Gauge(value)) => Ok(u64::from_ne_bytes(value.to_ne_bytes())),
             _ => Err(MetricError::BadArgument),
@@ -120,20 +122,12 @@ impl MetricsStore {
 
     /// The metric called `name`, if any worker defined it.
     pub fn get(&self, name: &str) -> Option<MetricValue> {
-        self.lock().get(name).cloned()
+        lock(&self.values).get(name).cloned()
     }
 
     /// Every defined metric name, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.lock().keys().cloned().collect();
-        names.sort();
-        names
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, MetricValue>> {
-        self.values
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        sorted_keys(&lock(&self.values))
     }
 }
 

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use super::state::{lock, sorted_keys};
+
 /// Outcome of a shared-data write that did not succeed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SetError {
@@ -38,12 +40,12 @@ impl SharedDataStore {
 
     /// The value and cas of `key`, or `None` when the key was never set.
     pub fn get(&self, key: &str) -> Option<(Vec<u8>, u32)> {
-        self.lock().values.get(key).cloned()
+        lock(&self.entries).values.get(key).cloned()
     }
 
     /// Writes `value` under `key` following Envoy's CAS rules; returns the key's new cas.
     pub fn set(&self, key: &str, value: &[u8], cas: u32) -> Result<u32, SetError> {
-        let mut entries = self.lock();
+        let mut entries = lock(&self.entries);
         if let Some((_, current)) = entries.values.get(key) {
             if cas != 0 && cas != *current {
                 self.cas_mismatches.fetch_add(1, Ordering::Relaxed);
@@ -68,16 +70,7 @@ impl SharedDataStore {
 
     /// Every key currently stored, sorted.
     pub fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.lock().values.keys().cloned().collect();
-        keys.sort();
-        keys
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        // A poisoned lock only means another test thread panicked; the map itself is consistent.
-        self.entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        sorted_keys(&lock(&self.entries).values)
     }
 }
 

@@ -18,6 +18,13 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The keys of `map`, sorted.
+pub(crate) fn sorted_keys<V>(map: &HashMap<String, V>) -> Vec<String> {
+    let mut keys: Vec<String> = map.keys().cloned().collect();
+    keys.sort();
+    keys
+}
+
 /// State shared by every worker of one host.
 pub(crate) struct HostShared {
     pub clock_nanos: AtomicU64,

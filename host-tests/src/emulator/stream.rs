@@ -8,6 +8,52 @@ use super::state::{lock, StreamState};
 use super::types::{Action, LocalResponse};
 use super::vm::Direction;
 
+/// The headers, body and trailers senders of one direction of [`HttpStream`]: each hands the
+/// event to the worker's VM, which runs the module's callback for it.
+macro_rules! direction_senders {
+    (
+        $direction:expr,
+        $headers:ident: $headers_doc:literal,
+        $body:ident: $body_doc:literal,
+        $trailers:ident: $trailers_doc:literal $(,)?
+    ) => {
+        #[doc = $headers_doc]
+        pub fn $headers(
+            &mut self,
+            headers: impl Into<HeaderMap>,
+            end_of_stream: bool,
+        ) -> Result<Action, EmulatorError> {
+            self.worker.lock().send_headers(
+                self.context_id,
+                $direction,
+                headers.into(),
+                end_of_stream,
+            )
+        }
+
+        #[doc = $body_doc]
+        pub fn $body(
+            &mut self,
+            chunk: &[u8],
+            end_of_stream: bool,
+        ) -> Result<Action, EmulatorError> {
+            self.worker
+                .lock()
+                .send_body(self.context_id, $direction, chunk, end_of_stream)
+        }
+
+        #[doc = $trailers_doc]
+        pub fn $trailers(
+            &mut self,
+            trailers: impl Into<HeaderMap>,
+        ) -> Result<Action, EmulatorError> {
+            self.worker
+                .lock()
+                .send_trailers(self.context_id, $direction, trailers.into())
+        }
+    };
+}
+
 /// One HTTP stream (an HTTP context in the module).
 ///
 /// Drive it like Envoy would: request headers, body chunks, trailers, then the response. The
@@ -36,75 +82,22 @@ impl HttpStream {
         &self.worker
     }
 
-    /// Request headers arrive: `proxy_on_request_headers`.
-    pub fn send_request_headers(
-        &mut self,
-        headers: impl Into<HeaderMap>,
-        end_of_stream: bool,
-    ) -> Result<Action, EmulatorError> {
-        self.worker.lock().send_headers(
-            self.context_id,
-            Direction::Request,
-            headers.into(),
-            end_of_stream,
-        )
-    }
+    direction_senders!(
+        Direction::Request,
+        send_request_headers: "Request headers arrive: `proxy_on_request_headers`.",
+        send_request_body: "A request body chunk arrives: `proxy_on_request_body`.",
+        send_request_trailers:
+            "Request trailers arrive (ending the request): `proxy_on_request_trailers`.",
+    );
 
-    /// A request body chunk arrives: `proxy_on_request_body`.
-    pub fn send_request_body(
-        &mut self,
-        chunk: &[u8],
-        end_of_stream: bool,
-    ) -> Result<Action, EmulatorError> {
-        self.worker
-            .lock()
-            .send_body(self.context_id, Direction::Request, chunk, end_of_stream)
-    }
-
-    /// Request trailers arrive (ending the request): `proxy_on_request_trailers`.
-    pub fn send_request_trailers(
-        &mut self,
-        trailers: impl Into<HeaderMap>,
-    ) -> Result<Action, EmulatorError> {
-        self.worker
-            .lock()
-            .send_trailers(self.context_id, Direction::Request, trailers.into())
-    }
-
-    /// Response headers arrive from the upstream: `proxy_on_response_headers`.
-    pub fn send_response_headers(
-        &mut self,
-        headers: impl Into<HeaderMap>,
-        end_of_stream: bool,
-    ) -> Result<Action, EmulatorError> {
-        self.worker.lock().send_headers(
-            self.context_id,
-            Direction::Response,
-            headers.into(),
-            end_of_stream,
-        )
-    }
-
-    /// A response body chunk arrives: `proxy_on_response_body`.
-    pub fn send_response_body(
-        &mut self,
-        chunk: &[u8],
-        end_of_stream: bool,
-    ) -> Result<Action, EmulatorError> {
-        self.worker
-            .lock()
-            .send_body(self.context_id, Direction::Response, chunk, end_of_stream)
-    }
-
-    /// Response trailers arrive (ending the response): `proxy_on_response_trailers`.
-    pub fn send_response_trailers(
-        &mut self,
-        trailers: impl Into<HeaderMap>,
-    ) -> Result<Action, EmulatorError> {
-        self.worker
-            .lock()
-            .send_trailers(self.context_id, Direction::Response, trailers.into())
-    }
+    direction_senders!(
+        Direction::Response,
+        send_response_headers:
+            "Response headers arrive from the upstream: `proxy_on_response_headers`.",
+        send_response_body: "A response body chunk arrives: `proxy_on_response_body`.",
+        send_response_trailers:
+            "Response trailers arrive (ending the response): `proxy_on_response_trailers`.",
+    );
 
     /// The client disconnects mid-stream: Envoy destroys the filter, which the module sees as
     /// `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`; pending HTTP calls are cancelled.

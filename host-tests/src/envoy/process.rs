@@ -90,6 +90,23 @@ fn unique_base_id() -> u32 {
 }
 
 /// Gives every port-0 listener and a port-0 admin interface a free loopback port.
+/// The body of the admin response to `path`; a failed request or body read is
+/// [`EnvoyError::Admin`].
+fn admin_body(
+    path: &str,
+    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<String, EnvoyError> {
+    let admin_error = |source| EnvoyError::Admin {
+        path: path.to_owned(),
+        source: Box::new(source),
+    };
+    response
+        .map_err(admin_error)?
+        .body_mut()
+        .read_to_string()
+        .map_err(admin_error)
+}
+
 fn assign_ports(bootstrap: &mut Bootstrap) -> Result<(), EnvoyError> {
     let reserve = || reserve_port().map_err(EnvoyError::io("reserving a loopback port"));
     if bootstrap.admin_port() == 0 {
@@ -268,32 +285,17 @@ impl EnvoyProcess {
 
     /// GETs an admin path (e.g. `/server_info`) and returns the body; non-2xx is an error.
     pub fn admin_get(&self, path: &str) -> Result<String, EnvoyError> {
-        let admin_error = |source| EnvoyError::Admin {
-            path: path.to_owned(),
-            source: Box::new(source),
-        };
-        self.admin
-            .get(format!("{}{path}", self.admin_url()))
-            .call()
-            .map_err(admin_error)?
-            .body_mut()
-            .read_to_string()
-            .map_err(admin_error)
+        let response = self.admin.get(format!("{}{path}", self.admin_url())).call();
+        admin_body(path, response)
     }
 
     /// POSTs to an admin path (e.g. `/drain_listeners?graceful`) and returns the body.
     pub fn post_admin(&self, path: &str) -> Result<String, EnvoyError> {
-        let admin_error = |source| EnvoyError::Admin {
-            path: path.to_owned(),
-            source: Box::new(source),
-        };
-        self.admin
+        let response = self
+            .admin
             .post(format!("{}{path}", self.admin_url()))
-            .send_empty()
-            .map_err(admin_error)?
-            .body_mut()
-            .read_to_string()
-            .map_err(admin_error)
+            .send_empty();
+        admin_body(path, response)
     }
 
     /// `/stats?format=json`, parsed: `{"stats": [{"name": .., "value": ..}, .., {"histograms": ..}]}`.

@@ -3,7 +3,7 @@
 
 use crate::build::build_modules;
 use crate::shell::run;
-use crate::toolchain::ensure_envoy;
+use crate::toolchain::{ensure_debian_tool, ensure_envoy};
 use crate::workspace::Workspace;
 use anyhow::Result;
 use std::process::Command;
@@ -11,6 +11,10 @@ use std::process::Command;
 /// Installs Envoy, builds every wasm module, then runs `lab <command> <args>`.
 pub fn run_lab(ws: &Workspace, command: &str, args: &[String]) -> Result<()> {
     ensure_envoy(ws)?;
+    if command == "up" {
+        // The demo's guide drives the sidecar with hey.
+        ensure_debian_tool("hey", "hey")?;
+    }
     build_modules(ws)?;
     run(
         ws.root(),

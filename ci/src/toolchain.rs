@@ -89,14 +89,21 @@ fn envoy_version_matches(envoy: &std::path::Path) -> bool {
 
 /// Node.js runs the wasm32 unit tests; installed from Debian when missing.
 fn ensure_node() -> Result<()> {
-    if output(Command::new("node").arg("--version")).is_some() {
+    ensure_debian_tool("node", "nodejs")
+}
+
+/// Installs Debian package `package` unless `command` answers `--version`.
+pub fn ensure_debian_tool(command: &str, package: &str) -> Result<()> {
+    if output(Command::new(command).arg("--version")).is_some()
+        || output(Command::new("sh").args(["-c", &format!("command -v {command}")])).is_some()
+    {
         return Ok(());
     }
     let here = std::env::current_dir()?;
     run(&here, Command::new("apt-get").arg("update"))?;
     run(
         &here,
-        Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "nodejs"]),
+        Command::new("apt-get").args(["install", "-y", "--no-install-recommends", package]),
     )
 }
 

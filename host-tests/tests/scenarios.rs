@@ -13,14 +13,18 @@ fn every_scenario_runs_end_to_end_in_a_smoke_run() {
     };
     let out_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
     for name in NAMES {
-        let scenario = scenario::by_name(name).unwrap_or_else(|| panic!("{name} is listed but unknown"));
-        let report = scenario::run(&scenario, mode).unwrap_or_else(|e| panic!("scenario {name}: {e}"));
+        let scenario =
+            scenario::by_name(name).unwrap_or_else(|| panic!("{name} is listed but unknown"));
+        let report =
+            scenario::run(&scenario, mode).unwrap_or_else(|e| panic!("scenario {name}: {e}"));
         assert!(report.smoke);
         for variant in &scenario.variants {
             for phase in &scenario.phases {
                 let row = report
                     .result(&variant.name, &phase.name)
-                    .unwrap_or_else(|| panic!("{name}: no row for {} / {}", variant.name, phase.name));
+                    .unwrap_or_else(|| {
+                        panic!("{name}: no row for {} / {}", variant.name, phase.name)
+                    });
                 assert!(
                     row.load.sent_requests() > 0 && row.upstream.received > 0,
                     "{name}: {} / {} sent {} requests, upstream received {}",

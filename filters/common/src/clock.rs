@@ -1,5 +1,5 @@
 //! Time: the [`Timestamp`] type, the [`Clock`] trait, a [`ManualClock`] for tests and (wasm32) the
-//! host's clock.
+//! host's clock and the root context's tick period.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -99,6 +99,15 @@ impl Clock for HostClock {
             }
         }
     }
+}
+
+/// Sets the root context's tick period (`proxy_set_tick_period_milliseconds`), rounded down to
+/// whole milliseconds and capped at `u32::MAX` ms; zero disables ticks. Unlike the SDK's
+/// `set_tick_period`, never panics.
+#[cfg(target_arch = "wasm32")]
+pub fn set_tick_period(period: Duration) -> Result<(), crate::error::HostError> {
+    let millis = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
+    crate::ffi::set_tick_period_millis(millis)
 }
 
 #[cfg(test)]

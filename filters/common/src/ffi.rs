@@ -90,6 +90,13 @@ extern "C" {
     fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
 }
 
 fn check(operation: &'static str, status: u32) -> Result<(), HostError> {
@@ -307,5 +314,26 @@ pub(crate) fn increment_metric(id: u32, offset: i64) -> Result<(), HostError> {
     // SAFETY: plain integer arguments.
     check("increment_metric", unsafe {
         proxy_increment_metric(id, offset)
+    })
+}
+
+/// A host property by its serialized path (segments separated by NUL); `None` when the host
+/// has no such property (`NotFound`).
+pub(crate) fn property(path: &[u8]) -> Result<Option<Vec<u8>>, HostError> {
+    let (mut data, mut size) = (null_mut(), 0usize);
+    // SAFETY: `path` outlives the call; out-pointers are valid.
+    let status = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut data, &mut size) };
+    match status {
+        STATUS_OK => Ok(Some(unsafe { take_buffer(data, size) }.unwrap_or_default())),
+        1 => Ok(None),
+        other => Err(HostError::from_code("get_property", other)),
+    }
+}
+
+/// Sets the root context's tick period in milliseconds (0 disables ticks).
+pub(crate) fn set_tick_period_millis(period: u32) -> Result<(), HostError> {
+    // SAFETY: plain integer argument.
+    check("set_tick_period", unsafe {
+        proxy_set_tick_period_milliseconds(period)
     })
 }

@@ -4,7 +4,7 @@
 //! default failure policy, leaves it dead, so everything here reports problems as values:
 //!
 //! - [`clock`]: [`Timestamp`](clock::Timestamp), the [`Clock`](clock::Clock) trait, a manual
-//!   clock for tests and (wasm32) the host clock.
+//!   clock for tests and (wasm32) the host clock and tick period.
 //! - [`error`]: [`HostError`](error::HostError), a failed hostcall.
 //! - [`headers`]: trap-free header and trailer access, `clear_route_cache` (host part wasm32).
 //! - [`shared`]: typed values in Envoy shared data with CAS retry loops, cross-worker counters
@@ -14,6 +14,7 @@
 //! - [`grpc`]: gRPC content types, method paths and status codes.
 //! - [`reply`]: gRPC message encoding and (wasm32) local HTTP and gRPC error replies.
 //! - [`panic_hook`]: panic messages in the host log and (wasm32) logging set-up.
+//! - [`properties`]: host property paths and (wasm32) trap-free property reads.
 //! - [`wire`]: the proxy-wasm ABI's serialized header-map format.
 //!
 //! Everything that calls the host is compiled only for `wasm32`; the rest is plain Rust,
@@ -30,6 +31,7 @@ pub mod grpc;
 pub mod headers;
 pub mod metrics;
 pub mod panic_hook;
+pub mod properties;
 pub mod reply;
 pub mod shared;
 pub mod wire;

@@ -59,7 +59,8 @@ pub struct LimitConfig {
     /// Which latency quantile of a window is compared with the no-load latency (default 0.5).
     pub latency_quantile: Fraction,
     /// Queueing tolerated before the limit shrinks: the limit shrinks once a window's latency
-    /// exceeds the no-load latency by more than this fraction (default 0.25).
+    /// exceeds the no-load latency by more than this fraction (default 0.5, as Netflix's
+    /// Gradient2 `rttTolerance` of 1.5: a tighter tolerance mistakes CPU jitter for queueing).
     pub tolerance: Fraction,
     /// A window counts as using the limit (so the limit may grow) when a request was refused
     /// or the peak in-flight count reached this fraction of the limit (default 0.8).
@@ -70,7 +71,8 @@ pub struct LimitConfig {
     /// Optional absolute target: while a window's latency exceeds it, the limit shrinks
     /// whatever the no-load latency (default none).
     pub latency_target_ms: Option<DurationMs>,
-    /// Largest single-window decrease, as the fraction of the limit kept (default 0.5).
+    /// Largest single-window decrease, as the fraction of the limit kept (default 0.8: several
+    /// gentle cuts converge without the limit swinging between its bounds).
     pub max_decrease: Fraction,
 }
 
@@ -84,11 +86,11 @@ impl Default for LimitConfig {
             window_min_samples: 1,
             window_max_samples: 500,
             latency_quantile: fraction(0.5),
-            tolerance: fraction(0.25),
+            tolerance: fraction(0.5),
             utilization: fraction(0.8),
             baseline_window_ms: DurationMs(10_000),
             latency_target_ms: None,
-            max_decrease: fraction(0.5),
+            max_decrease: fraction(0.8),
         }
     }
 }

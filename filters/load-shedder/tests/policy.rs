@@ -5,7 +5,7 @@ use load_shedder::classify::{Criticality, Rank};
 use load_shedder::config::ShedderConfig;
 use load_shedder::policy::{Admission, Outcome, Policy, SharedState, WindowClosed};
 use meshkit::clock::Timestamp;
-use meshkit::config::DurationMs;
+use meshkit::config::{DurationMs, Fraction};
 use meshkit::shared::SharedValue;
 use std::time::Duration;
 
@@ -35,7 +35,7 @@ const WINDOW_NANOS: u64 = 100_000_000;
 
 impl Rig {
     fn new(tweak: impl FnOnce(&mut ShedderConfig)) -> Rig {
-        let mut config = ShedderConfig::default();
+        let mut config = pinned_config();
         tweak(&mut config);
         let policy = Policy::new(&config);
         let state = SharedState::new(&policy, Timestamp::EPOCH);
@@ -76,6 +76,16 @@ impl Rig {
         let limit = self.limit();
         self.burst(limit, latency_ms).expect("a full window closes")
     }
+}
+
+/// The defaults with the two parameters the expected limits below are computed from pinned
+/// (25 % tolerance, at most halving per window), so retuning a default does not change what
+/// these tests check.
+fn pinned_config() -> ShedderConfig {
+    let mut config = ShedderConfig::default();
+    config.limit.tolerance = Fraction::new(0.25).unwrap();
+    config.limit.max_decrease = Fraction::new(0.5).unwrap();
+    config
 }
 
 #[test]
@@ -215,7 +225,7 @@ fn fast_failures_do_not_count_as_healthy_latency_but_slow_ones_count() {
 
 #[test]
 fn one_request_per_second_still_adapts() {
-    let mut config = ShedderConfig::default();
+    let mut config = pinned_config();
     config.limit.latency_target_ms = Some(DurationMs(200));
     let policy = Policy::new(&config);
     let mut state = SharedState::new(&policy, Timestamp::EPOCH);

@@ -7,7 +7,7 @@ use crate::load::{Protocol, RetryPolicy};
 use crate::upstream::{ServiceTime, UpstreamConfig};
 
 /// Names of every scenario, in catalog order.
-pub const NAMES: &[&str] = &["baseline", "overload"];
+pub const NAMES: &[&str] = &["baseline", "overload", super::load_shedding::NAME];
 
 /// Every scenario.
 pub fn catalog() -> Vec<Scenario> {
@@ -19,6 +19,7 @@ pub fn by_name(name: &str) -> Option<Scenario> {
     match name {
         "baseline" => Some(baseline()),
         "overload" => Some(overload()),
+        super::load_shedding::NAME => Some(super::load_shedding::load_shedding()),
         _ => None,
     }
 }

@@ -10,6 +10,7 @@
 //! most one client timeout later), and the upstream fault of the phase is in force for its whole run.
 
 mod catalog;
+mod load_shedding;
 mod report;
 
 pub use catalog::{by_name, catalog, NAMES};

@@ -9,8 +9,8 @@ mod test;
 mod toolchain;
 mod workspace;
 
-use anyhow::Result;
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
 /// The project's automation commands.
 #[derive(Parser)]
@@ -45,14 +45,20 @@ enum Command {
     },
 }
 
-fn main() -> Result<()> {
-    let ws = workspace::Workspace::locate()?;
-    match Cli::parse().command {
+fn main() -> ExitCode {
+    let outcome = workspace::Workspace::locate().and_then(|ws| match Cli::parse().command {
         Command::Bootstrap => toolchain::bootstrap(&ws).map(|_| ()),
         Command::Build => build::build_modules(&ws).map(|_| ()),
         Command::Lint => lint::lint(&ws),
         Command::Test => test::test_all(&ws),
         Command::Up { args } => lab::run_lab(&ws, "up", &args),
         Command::Scenario { args } => lab::run_lab(&ws, "scenario", &args),
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }

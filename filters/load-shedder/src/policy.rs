@@ -205,6 +205,7 @@ pub struct SharedState {
     slow_start: bool,
     window_start_nanos: u64,
     window_peak_in_flight: u32,
+    /// 1 once the window refused a request (or would have, in dry run), else 0.
     window_refused: u32,
     window_latency: LatencyHistogram,
     baseline: BaselineFilter,
@@ -254,7 +255,10 @@ impl SharedState {
         let decision = if self.in_flight < threshold {
             Admission::Admitted
         } else {
-            self.window_refused = self.window_refused.saturating_add(1);
+            // Only whether the window refused anything matters. Leaving the state unchanged
+            // after the first refusal lets the glue skip the shared-data write for every
+            // further refusal, which is most requests under overload.
+            self.window_refused = 1;
             if !policy.dry_run {
                 return Admission::Shed;
             }

@@ -78,7 +78,8 @@ impl<T: SharedValue> SharedCell<T> {
 
     /// Replaces the value under `key` with `f(current)`, retrying on `CasMismatch` up to
     /// `max_retries` times (so at most `max_retries + 1` attempts); `f` runs once per attempt.
-    /// Returns the value written.
+    /// Returns the new value. When `f` leaves the stored encoding unchanged nothing is written,
+    /// so read-mostly updates neither pay for a write nor make other workers' CAS fail.
     pub fn update<S, F>(store: &S, key: &str, max_retries: u32, mut f: F) -> Result<T, UpdateError>
     where
         S: SharedStore + ?Sized,
@@ -101,12 +102,16 @@ impl<T: SharedValue> SharedCell<T> {
     {
         let attempts = max_retries.saturating_add(1);
         for _ in 0..attempts {
-            let (current, cas) = match store.get(key)? {
-                Some((bytes, cas)) => (Some(T::decode(&bytes)?), cas),
-                None => (None, CREATE_CAS),
+            let (current, stored, cas) = match store.get(key)? {
+                Some((bytes, cas)) => (Some(T::decode(&bytes)?), Some(bytes), cas),
+                None => (None, None, CREATE_CAS),
             };
             let next = f(current)?;
-            match store.set(key, &next.encode(), cas) {
+            let encoded = next.encode();
+            if stored.as_deref() == Some(encoded.as_slice()) {
+                return Ok(next);
+            }
+            match store.set(key, &encoded, cas) {
                 Ok(()) => return Ok(next),
                 Err(StoreError::CasMismatch) => continue,
                 Err(err) => return Err(UpdateError::Store(err)),
@@ -160,6 +165,24 @@ pub(crate) mod tests {
         let second = SharedCell::<u64>::update(&store, "k", 0, |v| v.unwrap_or(10) + 1);
         assert_eq!(second, Ok(12));
         assert_eq!(SharedCell::<u64>::read(&store, "k"), Ok(Some(12)));
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_writes_nothing() {
+        let store = MemoryStore::new();
+        SharedCell::<u64>::update(&store, "k", 0, |_| 4).unwrap();
+        let (_, cas_before) = store.get("k").unwrap().unwrap();
+        assert_eq!(
+            SharedCell::<u64>::update(&store, "k", 0, |v| v.unwrap_or(0)),
+            Ok(4)
+        );
+        let (_, cas_after) = store.get("k").unwrap().unwrap();
+        assert_eq!(
+            cas_before, cas_after,
+            "an unchanged value must not be rewritten"
+        );
+        // A writer holding the old CAS is therefore not made to retry.
+        assert_eq!(store.set("k", &5u64.encode(), cas_before), Ok(()));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The `load-shedding` scenario: load_shedder.wasm (tuned as `with_load_shedder` explains) beside bare Envoy and
+//! The `load-shedding` scenario: load_shedder.wasm (default configuration) beside bare Envoy and
 //! Envoy's native adaptive concurrency filter, in front of a service of 32 concurrent workers at
 //! 10 ms (3,200 rps of capacity), client timeout 1 s, 20 % of requests `critical` and 80 %
 //! `sheddable` (`x-request-criticality`).
@@ -8,7 +8,8 @@
 //! - `overload`: 3x capacity for 20 s; the issue's overload and criticality scenarios in one
 //!   run, because the scenario framework fixes the request classes per scenario: read totals for
 //!   goodput and p99 of admitted requests, the `critical` class for critical success;
-//! - `stall`: 1.5x capacity while the service stalls every request for the phase's 2 s;
+//! - `stall`: 1.5x capacity while the service stalls every request for the phase's 2 s (the stall
+//!   is lifted when the next phase starts, i.e. once the stalled requests timed out);
 //! - `recovery`: 1.5x capacity for 3 s right after the stall (its p99 is the "back to normal
 //!   within 3 s" figure), then `after`: 1.5x for 5 s more.
 

@@ -3,6 +3,7 @@
 //! - [`demo`]: the local sidecar demo of `cargo xtask up`.
 //! - [`emulator`]: an emulated proxy-wasm host on wasmtime (N workers, shared data, virtual clock).
 //! - [`envoy`]: the real-Envoy harness (start Envoy on a typed bootstrap, admin/stats, wasm-failure check).
+//! - [`grpc_wire`]: a raw gRPC probe showing response headers and trailers as sent.
 //! - [`upstream`]: scriptable loopback upstreams (HTTP/1.1, HTTP/2, gRPC; capacity model, faults, counters).
 //! - [`scenario`]: named benchmarks (Envoy + upstream + load in phases, variants side by side).
 //! - [`load`]: an open-loop load generator with HDR latency histograms and a serializable report.
@@ -10,6 +11,7 @@
 pub mod demo;
 pub mod emulator;
 pub mod envoy;
+pub mod grpc_wire;
 pub mod load;
 pub mod scenario;
 pub mod upstream;

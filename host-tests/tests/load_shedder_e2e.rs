@@ -15,12 +15,13 @@ use bytes::Bytes;
 use envoy_configs::{Bootstrap, Cluster, Listener, Route, Thresholds, WasmFilter};
 use futures::future::join_all;
 use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
 use host_tests::envoy::{self, EnvoyOptions, EnvoyProcess};
+use host_tests::grpc_wire::{raw_grpc_get, RawGrpcResponse};
 use host_tests::upstream::proto::echo_client::EchoClient;
 use host_tests::upstream::proto::EchoRequest;
 use host_tests::upstream::{Fault, ServiceTime, Upstream, UpstreamConfig, UpstreamHandle};
@@ -90,26 +91,6 @@ fn wait_for_upstream_in_flight(upstream: &UpstreamHandle, expected: u64) {
     );
 }
 
-/// Calls Echo/Get over a fresh raw HTTP/2 connection; returns the response headers and trailers.
-async fn raw_grpc_get(addr: SocketAddr) -> (StatusCode, HeaderMap, Option<HeaderMap>) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    // An empty EchoRequest: uncompressed flag and zero length.
-    let request = Request::post(format!("http://{addr}/mesh.test.v1.Echo/Get"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let (parts, body) = response.into_parts();
-    let collected = body.collect().await.unwrap();
-    (parts.status, parts.headers, collected.trailers().cloned())
-}
-
 #[test]
 fn http_and_grpc_requests_over_the_limit_are_shed_and_metrics_reach_prometheus() {
     let runtime = runtime();
@@ -170,7 +151,11 @@ fn http_and_grpc_requests_over_the_limit_are_shed_and_metrics_reach_prometheus()
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
         assert_eq!(status.metadata().get("x-mesh-shed").unwrap(), "1");
     }
-    let (status, headers, trailers) = runtime.block_on(raw_grpc_get(ingress));
+    let RawGrpcResponse {
+        status,
+        headers,
+        trailers,
+    } = runtime.block_on(raw_grpc_get(ingress)).unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         headers.get_all("grpc-status").iter().collect::<Vec<_>>(),

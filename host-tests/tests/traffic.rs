@@ -9,12 +9,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::join_all;
 use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
+use host_tests::grpc_wire::{raw_grpc_get, RawGrpcResponse};
 use host_tests::load::{self, LoadConfig, LoadError, Protocol, RequestClass, RetryPolicy};
 use host_tests::upstream::proto::echo_client::EchoClient;
 use host_tests::upstream::proto::{EchoRequest, SlowRequest};
@@ -83,27 +84,6 @@ async fn assert_pending_for<F: Future + Unpin>(future: &mut F, period: Duration)
 
 async fn grpc_client(upstream: &UpstreamHandle) -> EchoClient<tonic::transport::Channel> {
     EchoClient::connect(upstream.url()).await.unwrap()
-}
-
-/// Calls Echo/Get over a raw HTTP/2 connection; returns the response headers and trailers.
-async fn raw_grpc_get(addr: SocketAddr) -> (HeaderMap, Option<HeaderMap>) {
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    // An empty EchoRequest: uncompressed flag and zero length.
-    let frame = Bytes::from_static(&[0, 0, 0, 0, 0]);
-    let request = Request::post(format!("http://{addr}/mesh.test.v1.Echo/Get"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(frame))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let (parts, body) = response.into_parts();
-    let collected = body.collect().await.unwrap();
-    (parts.headers, collected.trailers().cloned())
 }
 
 #[tokio::test]
@@ -232,7 +212,9 @@ async fn grpc_status_in_headers_is_a_trailers_only_response() {
     assert_eq!(status.code(), tonic::Code::ResourceExhausted);
     assert_eq!(status.message(), "injected-fault");
 
-    let (headers, trailers) = raw_grpc_get(upstream.addr()).await;
+    let RawGrpcResponse {
+        headers, trailers, ..
+    } = raw_grpc_get(upstream.addr()).await.unwrap();
     assert_eq!(headers["grpc-status"], "8");
     assert!(trailers.is_none_or(|trailers| !trailers.contains_key("grpc-status")));
 }
@@ -252,7 +234,9 @@ async fn grpc_status_in_trailers_reaches_the_client() {
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
 
-    let (headers, trailers) = raw_grpc_get(upstream.addr()).await;
+    let RawGrpcResponse {
+        headers, trailers, ..
+    } = raw_grpc_get(upstream.addr()).await.unwrap();
     assert!(!headers.contains_key("grpc-status"));
     assert_eq!(trailers.expect("trailers")["grpc-status"], "14");
 }

@@ -145,6 +145,20 @@ fn quantile(values: &mut [u64], q: f64) -> u64 {
     values[((values.len() - 1) as f64 * q) as usize]
 }
 
+/// The limits after every window that closed once the warm-up was over.
+fn settled_limits(report: &Report, warm_up: u64) -> Vec<u32> {
+    report
+        .limits
+        .iter()
+        .filter(|(at, _)| *at >= warm_up * NANOS_PER_SEC)
+        .map(|&(_, limit)| limit)
+        .collect()
+}
+
+fn mean_of(limits: &[u32]) -> f64 {
+    limits.iter().map(|&l| f64::from(l)).sum::<f64>() / limits.len() as f64
+}
+
 /// The defaults with a tight tolerance (25 %) and cuts of at most a half: the setting for a
 /// quiet host, whose tight bounds the first test checks.
 fn tight_config() -> ShedderConfig {
@@ -166,13 +180,8 @@ fn converges_near_capacity_at_three_times_overload_and_bounds_latency() {
         warm_up,
     );
 
-    let settled: Vec<u32> = report
-        .limits
-        .iter()
-        .filter(|(at, _)| *at >= warm_up * NANOS_PER_SEC)
-        .map(|&(_, limit)| limit)
-        .collect();
-    let mean = settled.iter().map(|&l| f64::from(l)).sum::<f64>() / settled.len() as f64;
+    let settled = settled_limits(&report, warm_up);
+    let mean = mean_of(&settled);
     let (low, high) = (
         *settled.iter().min().unwrap(),
         *settled.iter().max().unwrap(),
@@ -214,13 +223,8 @@ fn defaults_keep_the_service_busy_and_admitted_p99_within_three_times_no_load() 
         seconds,
         warm_up,
     );
-    let settled: Vec<u32> = report
-        .limits
-        .iter()
-        .filter(|(at, _)| *at >= warm_up * NANOS_PER_SEC)
-        .map(|&(_, limit)| limit)
-        .collect();
-    let mean = settled.iter().map(|&l| f64::from(l)).sum::<f64>() / settled.len() as f64;
+    let settled = settled_limits(&report, warm_up);
+    let mean = mean_of(&settled);
     let p99 = quantile(&mut report.latencies, 0.99);
     let goodput = report.completed as f64 / (seconds - warm_up) as f64 / CAPACITY_RPS;
     println!(

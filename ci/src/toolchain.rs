@@ -108,7 +108,8 @@ pub fn ensure_debian_tool(command: &str, package: &str) -> Result<()> {
 }
 
 /// `wasm-bindgen-test-runner` at exactly the version of `wasm-bindgen` in Cargo.lock (the runner
-/// refuses test binaries built with any other version).
+/// refuses test binaries built with any other version). Not `--locked`: the CLI's published lock
+/// file pins a dependency version the registry no longer serves.
 fn ensure_wasm_bindgen_test_runner(ws: &Workspace) -> Result<()> {
     let pkgid = output(
         Command::new("cargo")
@@ -132,7 +133,6 @@ fn ensure_wasm_bindgen_test_runner(ws: &Workspace) -> Result<()> {
         Command::new("cargo").args([
             "install",
             "wasm-bindgen-cli",
-            "--locked",
             "--version",
             &format!("={version}"),
         ]),

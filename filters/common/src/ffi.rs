@@ -174,15 +174,20 @@ pub(crate) fn header_map_value(map_type: u32, key: &str) -> Result<Option<Vec<u8
     }
 }
 
-/// Replaces (or creates) a header.
-pub(crate) fn replace_header_map_value(
+/// The signature shared by `proxy_replace_header_map_value` and `proxy_add_header_map_value`.
+type HeaderValueEdit = unsafe extern "C" fn(u32, *const u8, usize, *const u8, usize) -> u32;
+
+/// Calls a header-value edit import with `key` and `value`.
+fn edit_header_map_value(
+    operation: &'static str,
+    edit: HeaderValueEdit,
     map_type: u32,
     key: &str,
     value: &[u8],
 ) -> Result<(), HostError> {
-    // SAFETY: `key` and `value` outlive the call.
+    // SAFETY: `key` and `value` outlive the call; `edit` is one of the host's imports above.
     let status = unsafe {
-        proxy_replace_header_map_value(
+        edit(
             map_type,
             key.as_ptr(),
             key.len(),
@@ -190,7 +195,22 @@ pub(crate) fn replace_header_map_value(
             value.len(),
         )
     };
-    check("replace_header_map_value", status)
+    check(operation, status)
+}
+
+/// Replaces (or creates) a header.
+pub(crate) fn replace_header_map_value(
+    map_type: u32,
+    key: &str,
+    value: &[u8],
+) -> Result<(), HostError> {
+    edit_header_map_value(
+        "replace_header_map_value",
+        proxy_replace_header_map_value,
+        map_type,
+        key,
+        value,
+    )
 }
 
 /// Appends a header value, keeping existing values of the same name.
@@ -199,17 +219,13 @@ pub(crate) fn add_header_map_value(
     key: &str,
     value: &[u8],
 ) -> Result<(), HostError> {
-    // SAFETY: `key` and `value` outlive the call.
-    let status = unsafe {
-        proxy_add_header_map_value(
-            map_type,
-            key.as_ptr(),
-            key.len(),
-            value.as_ptr(),
-            value.len(),
-        )
-    };
-    check("add_header_map_value", status)
+    edit_header_map_value(
+        "add_header_map_value",
+        proxy_add_header_map_value,
+        map_type,
+        key,
+        value,
+    )
 }
 
 /// Removes every value of a header.

@@ -145,18 +145,36 @@ fn quantile(values: &mut [u64], q: f64) -> u64 {
     values[((values.len() - 1) as f64 * q) as usize]
 }
 
-/// The limits after every window that closed once the warm-up was over.
-fn settled_limits(report: &Report, warm_up: u64) -> Vec<u32> {
-    report
+/// What a run of critical traffic at three times capacity settled to after its warm-up.
+struct Overload {
+    /// The limit after every window that closed once the warm-up was over.
+    settled: Vec<u32>,
+    /// Their mean.
+    mean: f64,
+    /// Median latency of admitted requests, ns.
+    p50: u64,
+    /// 99th percentile latency of admitted requests, ns.
+    p99: u64,
+    /// Completed requests per second as a fraction of capacity.
+    goodput: f64,
+}
+
+fn overload(config: &ShedderConfig, seconds: u64, warm_up: u64) -> Overload {
+    let mut report = simulate(config, 3.0, &[Criticality::Critical], seconds, warm_up);
+    let settled: Vec<u32> = report
         .limits
         .iter()
         .filter(|(at, _)| *at >= warm_up * NANOS_PER_SEC)
         .map(|&(_, limit)| limit)
-        .collect()
-}
-
-fn mean_of(limits: &[u32]) -> f64 {
-    limits.iter().map(|&l| f64::from(l)).sum::<f64>() / limits.len() as f64
+        .collect();
+    let mean = settled.iter().map(|&l| f64::from(l)).sum::<f64>() / settled.len() as f64;
+    Overload {
+        mean,
+        p50: quantile(&mut report.latencies, 0.5),
+        p99: quantile(&mut report.latencies, 0.99),
+        goodput: report.completed as f64 / (seconds - warm_up) as f64 / CAPACITY_RPS,
+        settled,
+    }
 }
 
 /// The defaults with a tight tolerance (25 %) and cuts of at most a half: the setting for a
@@ -172,23 +190,17 @@ fn tight_config() -> ShedderConfig {
 fn converges_near_capacity_at_three_times_overload_and_bounds_latency() {
     let seconds = 60;
     let warm_up = 10;
-    let mut report = simulate(
-        &tight_config(),
-        3.0,
-        &[Criticality::Critical],
-        seconds,
-        warm_up,
-    );
-
-    let settled = settled_limits(&report, warm_up);
-    let mean = mean_of(&settled);
+    let Overload {
+        settled,
+        mean,
+        p50,
+        p99,
+        goodput,
+    } = overload(&tight_config(), seconds, warm_up);
     let (low, high) = (
         *settled.iter().min().unwrap(),
         *settled.iter().max().unwrap(),
     );
-    let p50 = quantile(&mut report.latencies, 0.5);
-    let p99 = quantile(&mut report.latencies, 0.99);
-    let goodput = report.completed as f64 / (seconds - warm_up) as f64 / CAPACITY_RPS;
     println!(
         "limit mean {mean:.1} range [{low}, {high}] over {} windows; admitted p50 {:.1} ms \
          p99 {:.1} ms; goodput {:.0}% of capacity",
@@ -216,17 +228,9 @@ fn defaults_keep_the_service_busy_and_admitted_p99_within_three_times_no_load() 
     // queueing to a tighter controller, which then swings between its bounds): the limit settles
     // higher than with `tight_config`, trading some queueing for stability.
     let (seconds, warm_up) = (60, 10);
-    let mut report = simulate(
-        &ShedderConfig::default(),
-        3.0,
-        &[Criticality::Critical],
-        seconds,
-        warm_up,
-    );
-    let settled = settled_limits(&report, warm_up);
-    let mean = mean_of(&settled);
-    let p99 = quantile(&mut report.latencies, 0.99);
-    let goodput = report.completed as f64 / (seconds - warm_up) as f64 / CAPACITY_RPS;
+    let Overload {
+        mean, p99, goodput, ..
+    } = overload(&ShedderConfig::default(), seconds, warm_up);
     println!(
         "defaults: limit mean {mean:.1}; admitted p99 {:.1} ms; goodput {:.0}%",
         p99 as f64 / 1e6,

@@ -29,6 +29,7 @@ pub mod error;
 mod ffi;
 pub mod grpc;
 pub mod headers;
+pub mod kit;
 pub mod metrics;
 pub mod panic_hook;
 pub mod properties;

@@ -3,6 +3,9 @@
 //! Filters are proxy-wasm modules running in Envoy. A panic traps the VM and, with Envoy's
 //! default failure policy, leaves it dead, so everything here reports problems as values:
 //!
+//! - [`bytes`]: [`ByteWriter`](bytes::ByteWriter) and [`ByteReader`](bytes::ByteReader), the
+//!   little-endian encodings of shared-data values and header maps, with
+//!   [`DecodeError`](bytes::DecodeError) for bytes that do not decode.
 //! - [`clock`]: [`Timestamp`](clock::Timestamp), the [`Clock`](clock::Clock) trait, a manual
 //!   clock for tests and (wasm32) the host clock and tick period.
 //! - [`error`]: [`HostError`](error::HostError), a failed hostcall.
@@ -22,6 +25,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod bytes;
 pub mod clock;
 pub mod config;
 pub mod error;

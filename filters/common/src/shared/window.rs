@@ -5,6 +5,7 @@ use super::cell::{SharedCell, UpdateError};
 use super::counter::CounterUpdate;
 use super::store::SharedStore;
 use super::value::{DecodeError, SharedValue};
+use crate::bytes::{ByteReader, ByteWriter};
 use crate::clock::Timestamp;
 use std::fmt;
 use std::time::Duration;
@@ -89,47 +90,31 @@ impl WindowState {
 
 impl SharedValue for WindowState {
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.counts.len() * 8);
-        out.extend_from_slice(&self.bucket_nanos.to_le_bytes());
-        out.extend_from_slice(&self.newest_bucket.to_le_bytes());
-        let len = u32::try_from(self.counts.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&len.to_le_bytes());
+        let mut out = ByteWriter::with_capacity(HEADER_LEN + self.counts.len() * 8);
+        out.u64(self.bucket_nanos)
+            .u64(self.newest_bucket)
+            .u32(u32::try_from(self.counts.len()).unwrap_or(u32::MAX));
         for count in &self.counts {
-            out.extend_from_slice(&count.to_le_bytes());
+            out.u64(*count);
         }
-        out
+        out.into_vec()
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let error = |reason: String| DecodeError::new("WindowState", reason);
-        if bytes.len() < HEADER_LEN {
-            return Err(error(format!(
-                "expected at least {HEADER_LEN} bytes, got {}",
-                bytes.len()
-            )));
-        }
-        let (header, body) = bytes.split_at(HEADER_LEN);
-        let bucket_nanos = u64::decode(&header[..8])?;
-        let newest_bucket = u64::decode(&header[8..16])?;
-        let mut len = [0u8; 4];
-        len.copy_from_slice(&header[16..]);
-        let buckets = u32::from_le_bytes(len);
+        let mut input = ByteReader::new(bytes, "WindowState");
+        let bucket_nanos = input.u64()?;
+        let newest_bucket = input.u64()?;
+        let buckets = input.u32()?;
         if bucket_nanos == 0 || buckets == 0 || buckets > MAX_BUCKETS {
-            return Err(error(format!(
-                "bad window shape: {buckets} buckets of {bucket_nanos} ns"
-            )));
+            return Err(DecodeError::new(
+                "WindowState",
+                format!("bad window shape: {buckets} buckets of {bucket_nanos} ns"),
+            ));
         }
-        if body.len() != buckets as usize * 8 {
-            return Err(error(format!(
-                "{buckets} buckets need {} bytes of counts, got {}",
-                buckets as usize * 8,
-                body.len()
-            )));
-        }
-        let counts = body
-            .chunks_exact(8)
-            .map(u64::decode)
+        let counts = (0..buckets)
+            .map(|_| input.u64())
             .collect::<Result<Vec<_>, _>>()?;
+        input.finish()?;
         Ok(Self {
             bucket_nanos,
             newest_bucket,

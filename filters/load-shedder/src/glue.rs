@@ -218,22 +218,18 @@ impl Worker {
         let policy = &self.policy;
         let pending = &self.pending;
         let mut closed = None;
-        let state = SharedCell::<SharedState>::try_update(
-            &HostSharedStore,
-            &self.key,
-            CAS_RETRIES,
-            |current| {
-                let mut state = current.unwrap_or_else(|| SharedState::new(policy, now));
-                closed = None;
-                for release in pending {
-                    let window =
-                        state.release(policy, release.now, release.latency, release.outcome);
-                    closed = window.or(closed);
-                }
-                closed = step(&mut state, policy).or(closed);
-                Ok(state)
-            },
-        )?;
+        let cell =
+            SharedCell::<SharedState, _, _>::new(HostSharedStore, self.key.as_str(), CAS_RETRIES);
+        let state = cell.try_update(|current| {
+            let mut state = current.unwrap_or_else(|| SharedState::new(policy, now));
+            closed = None;
+            for release in pending {
+                let window = state.release(policy, release.now, release.latency, release.outcome);
+                closed = window.or(closed);
+            }
+            closed = step(&mut state, policy).or(closed);
+            Ok(state)
+        })?;
         self.pending.clear();
         if let Some(window) = closed {
             log::debug!("{FILTER}: window closed: {window:?}");
@@ -298,7 +294,8 @@ impl Worker {
     /// The tick: applies pending releases and refreshes the gauges.
     fn refresh(&mut self, now: Timestamp) {
         let state = if self.pending.is_empty() {
-            SharedCell::<SharedState>::read(&HostSharedStore, &self.key)
+            SharedCell::<SharedState, _, _>::new(HostSharedStore, self.key.as_str(), CAS_RETRIES)
+                .read()
         } else {
             self.update(now, |_, _| None).map(Some)
         };

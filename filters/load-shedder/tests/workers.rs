@@ -31,8 +31,8 @@ fn concurrent_workers_never_leak_or_overshoot_in_flight() {
                     for request in 0..REQUESTS {
                         let now = Timestamp::from_millis((request * WORKERS + worker) as u64);
                         let mut decision = Admission::Shed;
-                        let state =
-                            SharedCell::<SharedState>::update(store, KEY, u32::MAX, |current| {
+                        let state = SharedCell::<SharedState, _, _>::new(store, KEY, u32::MAX)
+                            .update(|current| {
                                 let mut state =
                                     current.unwrap_or_else(|| SharedState::new(policy, now));
                                 decision = state.admit(policy, rank);
@@ -47,11 +47,8 @@ fn concurrent_workers_never_leak_or_overshoot_in_flight() {
                         // Each worker keeps up to 10 requests open (40 in all, above the limit of 20), then ends them.
                         if held == 10 || request + 1 == REQUESTS {
                             for _ in 0..held {
-                                SharedCell::<SharedState>::update(
-                                    store,
-                                    KEY,
-                                    u32::MAX,
-                                    |current| {
+                                SharedCell::<SharedState, _, _>::new(store, KEY, u32::MAX)
+                                    .update(|current| {
                                         let mut state = current.unwrap();
                                         state.release(
                                             policy,
@@ -60,9 +57,8 @@ fn concurrent_workers_never_leak_or_overshoot_in_flight() {
                                             Outcome::Success,
                                         );
                                         state
-                                    },
-                                )
-                                .unwrap();
+                                    })
+                                    .unwrap();
                             }
                             held = 0;
                         }
@@ -73,7 +69,8 @@ fn concurrent_workers_never_leak_or_overshoot_in_flight() {
             .collect();
         workers.into_iter().map(|w| w.join().unwrap()).sum()
     });
-    let state = SharedCell::<SharedState>::read(&store, KEY)
+    let state = SharedCell::<SharedState, _, _>::new(&store, KEY, 0)
+        .read()
         .unwrap()
         .unwrap();
     assert_eq!(

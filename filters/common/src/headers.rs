@@ -43,6 +43,9 @@ pub use host::{
 };
 
 #[cfg(target_arch = "wasm32")]
+pub(crate) use host::map_pairs;
+
+#[cfg(target_arch = "wasm32")]
 mod host {
     use super::HeaderMapKind;
     use crate::error::HostError;
@@ -80,9 +83,15 @@ mod host {
 
     /// Every header of the map in order; names are decoded lossily, values kept as bytes.
     pub fn header_pairs(kind: HeaderMapKind) -> Result<Vec<(String, Vec<u8>)>, HostError> {
-        let serialized = ffi::header_map_pairs(abi(kind))?;
+        map_pairs(abi(kind))
+    }
+
+    /// Every pair of the header map with ABI number `map_type`, as [`header_pairs`] returns
+    /// them (also for a callout response's headers and trailers).
+    pub(crate) fn map_pairs(map_type: u32) -> Result<Vec<(String, Vec<u8>)>, HostError> {
+        let serialized = ffi::header_map_pairs(map_type)?;
         let pairs = wire::decode_header_map(&serialized).map_err(|err| {
-            log::debug!("{kind:?}: {err}");
+            log::debug!("header map {map_type}: {err}");
             HostError::new("get_header_map_pairs", Status::SerializationFailure)
         })?;
         Ok(pairs

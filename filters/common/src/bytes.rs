@@ -21,11 +21,6 @@ impl DecodeError {
             reason: reason.into(),
         }
     }
-
-    /// What was being decoded.
-    pub fn what(&self) -> &'static str {
-        self.what
-    }
 }
 
 impl fmt::Display for DecodeError {
@@ -216,10 +211,8 @@ mod tests {
     #[test]
     fn a_short_read_is_an_error_naming_the_value_and_consumes_nothing() {
         let mut input = ByteReader::new(&[1, 2, 3], "WindowState");
-        let error = input.u32().unwrap_err();
-        assert_eq!(error.what(), "WindowState");
         assert_eq!(
-            error.to_string(),
+            input.u32().unwrap_err().to_string(),
             "cannot decode WindowState: needs 4 bytes at offset 0, 3 left"
         );
         assert_eq!(input.take(3), Ok(&[1u8, 2, 3][..]));
@@ -240,7 +233,7 @@ mod tests {
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
-mod properties {
+mod proptests {
     use super::*;
     use proptest::prelude::*;
 

@@ -95,7 +95,6 @@ extern "C" {
         name_size: usize,
         return_id: *mut u32,
     ) -> u32;
-    fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_get_property(
@@ -339,14 +338,6 @@ pub(crate) fn define_metric(metric_type: u32, name: &str) -> Result<u32, HostErr
     // SAFETY: `name` outlives the call; `id` is a valid out-pointer.
     let status = unsafe { proxy_define_metric(metric_type, name.as_ptr(), name.len(), &mut id) };
     check("define_metric", status).map(|()| id)
-}
-
-/// A metric's current value.
-pub(crate) fn metric_value(id: u32) -> Result<u64, HostError> {
-    let mut value = 0u64;
-    // SAFETY: `value` is a valid out-pointer.
-    let status = unsafe { proxy_get_metric(id, &mut value) };
-    check("get_metric", status).map(|()| value)
 }
 
 /// Sets a gauge or records a histogram sample.

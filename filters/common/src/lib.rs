@@ -3,8 +3,8 @@
 //! Filters are proxy-wasm modules running in Envoy. A panic traps the VM and, with Envoy's
 //! default failure policy, leaves it dead, so everything here reports problems as values:
 //!
-//! - [`clock`]: [`Timestamp`](clock::Timestamp), the [`Clock`](clock::Clock) trait, a manual
-//!   clock for tests and (wasm32) the host clock and tick period.
+//! - [`clock`]: [`Timestamp`](clock::Timestamp), the [`Clock`](clock::Clock) trait and (wasm32)
+//!   the host clock and tick period.
 //! - [`error`]: [`HostError`](error::HostError), a failed hostcall.
 //! - [`headers`]: trap-free header and trailer access, `clear_route_cache` (host part wasm32).
 //! - [`body`]: reading and replacing the buffered request and response bodies (host part wasm32).
@@ -20,7 +20,7 @@
 //! - [`config`]: JSON plugin configuration with field-path errors and shared field types.
 //! - [`metrics`]: `mesh.<filter>.<metric>` stat names and (wasm32) metric handles.
 //! - [`grpc`]: gRPC content types, method paths and status codes.
-//! - [`reply`]: gRPC message encoding and (wasm32) local HTTP and gRPC error replies.
+//! - [`reply`]: (wasm32) local HTTP and gRPC error replies, and the HTTP status of a gRPC status.
 //! - [`panic_hook`]: panic messages and (wasm32) logging that cannot trap: a logger and a panic
 //!   hook writing to the host log through meshkit's own import.
 //! - [`properties`]: the plugin's shared-data namespace and (wasm32) trap-free property reads.

@@ -107,22 +107,12 @@ mod host {
             }
         }
 
-        /// Whether the host accepted the definition (operations are no-ops otherwise).
-        pub fn is_defined(&self) -> bool {
-            self.id.is_some()
-        }
-
         /// Adds `delta` (values above `i64::MAX` are clamped).
         pub fn increment(&self, delta: u64) {
             if let Some(id) = self.id {
                 let delta = i64::try_from(delta).unwrap_or(i64::MAX);
                 report(ffi::increment_metric(id, delta), id);
             }
-        }
-
-        /// The current value, if the host reports it.
-        pub fn value(&self) -> Option<u64> {
-            self.id.and_then(|id| ffi::metric_value(id).ok())
         }
     }
 
@@ -140,28 +130,11 @@ mod host {
             }
         }
 
-        /// Whether the host accepted the definition (operations are no-ops otherwise).
-        pub fn is_defined(&self) -> bool {
-            self.id.is_some()
-        }
-
         /// Sets the gauge to `value` (Envoy gauges are unsigned).
         pub fn set(&self, value: u64) {
             if let Some(id) = self.id {
                 report(ffi::record_metric(id, value), id);
             }
-        }
-
-        /// Adds `delta`, which may be negative.
-        pub fn add(&self, delta: i64) {
-            if let Some(id) = self.id {
-                report(ffi::increment_metric(id, delta), id);
-            }
-        }
-
-        /// The current value, if the host reports it.
-        pub fn value(&self) -> Option<u64> {
-            self.id.and_then(|id| ffi::metric_value(id).ok())
         }
     }
 
@@ -177,11 +150,6 @@ mod host {
             Self {
                 id: define(MetricType::Histogram, filter, name),
             }
-        }
-
-        /// Whether the host accepted the definition (operations are no-ops otherwise).
-        pub fn is_defined(&self) -> bool {
-            self.id.is_some()
         }
 
         /// Records one sample.

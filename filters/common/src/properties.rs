@@ -9,9 +9,10 @@ fn encode_path(path: &[&str]) -> Vec<u8> {
 }
 
 /// A plugin name as a shared-data namespace: ASCII letters, digits, '.' and '-' are kept, every
-/// other byte (including '_' itself) becomes `_XX` (two uppercase hex digits). The mapping is
-/// injective, so distinct plugin names never share a namespace (`"a/b"` is `a_2Fb`, `"a_b"` is
-/// `a_5Fb`), and its output never contains '/', which separates key segments.
+/// other byte (including '_' itself) becomes `_XX` (two uppercase hex digits), and the empty name
+/// becomes `_`. The mapping is injective, so distinct plugin names never share a namespace
+/// (`"a/b"` is `a_2Fb`, `"a_b"` is `a_5Fb`); its output is never empty and never contains '/',
+/// which separates key segments.
 pub fn namespace_of(raw: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(raw.len());
@@ -23,6 +24,10 @@ pub fn namespace_of(raw: &[u8]) -> String {
             out.push(char::from(HEX[usize::from(byte >> 4)]));
             out.push(char::from(HEX[usize::from(byte & 0x0f)]));
         }
+    }
+    if out.is_empty() {
+        // No other name maps to a lone '_': every other '_' is followed by two hex digits.
+        out.push('_');
     }
     out
 }
@@ -80,7 +85,7 @@ mod tests {
         assert_eq!(namespace_of(b"a_b"), "a_5Fb");
         assert_eq!(namespace_of(b"edge-1.shedder"), "edge-1.shedder");
         assert_eq!(namespace_of("é \0".as_bytes()), "_C3_A9_20_00");
-        assert_eq!(namespace_of(b""), "");
+        assert_eq!(namespace_of(b""), "_");
     }
 }
 
@@ -91,6 +96,9 @@ mod proptests {
 
     /// Inverts [`namespace_of`]; `None` for text it cannot produce.
     fn decode(namespace: &str) -> Option<Vec<u8>> {
+        if namespace == "_" {
+            return Some(Vec::new());
+        }
         let mut out = Vec::new();
         let mut bytes = namespace.bytes();
         while let Some(byte) = bytes.next() {
@@ -125,6 +133,7 @@ mod proptests {
             raw in proptest::collection::vec(any::<u8>(), 0..48),
         ) {
             let namespace = namespace_of(&raw);
+            prop_assert!(!namespace.is_empty());
             prop_assert!(namespace
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));

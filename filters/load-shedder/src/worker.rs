@@ -122,22 +122,21 @@ impl LoadShedder {
         let policy = &self.policy;
         let pending = &self.pending;
         let mut closed = None;
-        let state = SharedCell::<SharedState>::try_update(
+        let cell = SharedCell::<SharedState, _, _>::new(
             host.shared_store(),
-            &self.key,
+            self.key.as_str(),
             CAS_RETRIES,
-            |current| {
-                let mut state = current.unwrap_or_else(|| SharedState::new(policy, now));
-                closed = None;
-                for release in pending {
-                    let window =
-                        state.release(policy, release.now, release.latency, release.outcome);
-                    closed = window.or(closed);
-                }
-                closed = step(&mut state, policy).or(closed);
-                Ok(state)
-            },
-        )?;
+        );
+        let state = cell.try_update(|current| {
+            let mut state = current.unwrap_or_else(|| SharedState::new(policy, now));
+            closed = None;
+            for release in pending {
+                let window = state.release(policy, release.now, release.latency, release.outcome);
+                closed = window.or(closed);
+            }
+            closed = step(&mut state, policy).or(closed);
+            Ok(state)
+        })?;
         self.pending.clear();
         if let Some(window) = closed {
             log::debug!("{FILTER}: window closed: {window:?}");
@@ -306,7 +305,7 @@ impl Filter for LoadShedder {
     /// Applies pending releases and refreshes the gauges.
     fn on_tick(&mut self, host: &dyn Host) {
         let state = if self.pending.is_empty() {
-            SharedCell::<SharedState>::read(host.shared_store(), &self.key)
+            SharedCell::<SharedState, _, _>::new(host.shared_store(), self.key.as_str(), 0).read()
         } else {
             self.update(host, host.now(), |_, _| None).map(Some)
         };

@@ -11,7 +11,8 @@ use meshkit::grpc::GrpcStatus;
 use meshkit::headers::HeaderMapKind;
 use meshkit::kit::chain::ChainStream;
 use meshkit::kit::fake::FakeHost;
-use meshkit::kit::{namespace_of, Chain, MemberFactory, Verdict};
+use meshkit::kit::{Chain, MemberFactory, Verdict};
+use meshkit::properties::namespace_of;
 use meshkit::shared::{MemoryStore, SharedCell};
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +39,8 @@ fn state_key(plugin: &str) -> String {
 }
 
 fn in_flight(host: &FakeHost, plugin: &str) -> u32 {
-    SharedCell::<SharedState>::read(host.store(), &state_key(plugin))
+    SharedCell::<SharedState, _, _>::new(host.store(), state_key(plugin), 0)
+        .read()
         .unwrap()
         .map_or(0, |state| state.in_flight())
 }
@@ -272,7 +274,8 @@ fn workers_on_threads_sharing_one_store_account_exactly() {
     });
     let decided: u64 = totals.iter().map(|(passed, shed)| passed + shed).sum();
     assert_eq!(decided, (WORKERS * REQUESTS) as u64);
-    let state = SharedCell::<SharedState>::read(&*store, &state_key("load-shedder"))
+    let state = SharedCell::<SharedState, _, _>::new(&*store, state_key("load-shedder"), 0)
+        .read()
         .unwrap()
         .unwrap();
     assert_eq!(state.in_flight(), 0);

@@ -96,12 +96,15 @@ impl<F: Filter> Member for Slot<F> {
     }
 }
 
+/// Configures one filter from its raw JSON configuration.
+type Configure = fn(Option<&[u8]>, &mut Setup<'_>) -> Result<Box<dyn Member>, ConfigError>;
+
 /// How to configure one kind of filter into a chain: the suite module's table of filters is a
 /// list of these, one line per filter (`MemberFactory::of::<LoadShedder>()`).
 #[derive(Clone, Copy)]
 pub struct MemberFactory {
     name: &'static str,
-    configure: fn(Option<&[u8]>, &mut Setup<'_>) -> Result<Box<dyn Member>, ConfigError>,
+    configure: Configure,
 }
 
 impl MemberFactory {

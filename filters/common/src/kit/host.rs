@@ -1,5 +1,5 @@
 //! [`Host`]: everything a filter's worker logic may ask of Envoy, as one narrow trait; and the
-//! metric handles [`Counter`] and [`Gauge`] defined through it.
+//! metric handles [`Counter`], [`Gauge`] and [`Histogram`] defined through it.
 //!
 //! In a module the kit passes its proxy-wasm implementation (every call trap-free); native
 //! tests pass [`FakeHost`](super::fake::FakeHost). Header reads return bytes: hostile client
@@ -19,6 +19,8 @@ pub enum MetricKind {
     Counter,
     /// Value that goes up and down.
     Gauge,
+    /// Distribution of recorded values.
+    Histogram,
 }
 
 /// The host as a filter sees it. Every method reports failure as a value (or logs it and does
@@ -69,7 +71,7 @@ pub trait Host {
     /// Adds `delta` to a counter or gauge (best effort).
     fn increment_metric(&self, id: u32, delta: i64);
 
-    /// Sets a gauge (best effort).
+    /// Sets a gauge or records a histogram value (best effort).
     fn record_metric(&self, id: u32, value: u64);
 
     /// Sets the root context's tick period.
@@ -125,6 +127,28 @@ impl Gauge {
 
     /// Sets the value.
     pub fn set(&self, host: &dyn Host, value: u64) {
+        if let Some(id) = self.id {
+            host.record_metric(id, value);
+        }
+    }
+}
+
+/// A histogram stat; a handle the host refused does nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Histogram {
+    id: Option<u32>,
+}
+
+impl Histogram {
+    /// Defines the histogram `name`.
+    pub fn define(host: &dyn Host, name: &str) -> Histogram {
+        Histogram {
+            id: define(host, MetricKind::Histogram, name),
+        }
+    }
+
+    /// Records one value.
+    pub fn record(&self, host: &dyn Host, value: u64) {
         if let Some(id) = self.id {
             host.record_metric(id, value);
         }

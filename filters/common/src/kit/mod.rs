@@ -9,7 +9,8 @@
 //! against Envoy through the kit's proxy-wasm contexts in production.
 //!
 //! - [`Filter`], [`Setup`], [`Verdict`]: what a filter implements and is given.
-//! - [`host`]: the [`Host`] trait and the metric handles ([`Counter`], [`Gauge`]).
+//! - [`host`]: the [`Host`] trait and the metric handles ([`Counter`], [`Gauge`],
+//!   [`Histogram`]).
 //! - [`response`]: [`ResponseTracker`], how a stream's response becomes its [`Outcome`].
 //! - [`chain`]: [`Chain`], an ordered list of configured filters driven as one: a standalone
 //!   module is a chain of one, the suite module a chain of any configured subset.
@@ -23,15 +24,15 @@ pub mod fake;
 pub mod host;
 pub mod response;
 #[cfg(target_arch = "wasm32")]
-#[doc(hidden)]
 pub mod wasm;
 
 pub use chain::{Chain, ChainError, MemberFactory};
-pub use host::{Counter, Gauge, Host, MetricKind};
+pub use host::{Counter, Gauge, Histogram, Host, MetricKind};
 pub use response::{Outcome, ResponseTracker};
 
 use crate::config::{ConfigError, Validate};
 use crate::metrics::metric_name;
+use crate::properties::namespace_of;
 use crate::shared::{KeyError, KeySpace};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
@@ -209,24 +210,6 @@ fn metric_segment(instance: &str) -> String {
         .collect()
 }
 
-/// An injective mapping of raw instance names into shared-data namespace characters: ASCII
-/// letters, digits, '.' and '-' stay; every other byte (including '_') becomes `_XX` (hex); the
-/// empty name becomes `_`.
-pub fn namespace_of(raw: &[u8]) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for &byte in raw {
-        match byte {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' => out.push(char::from(byte)),
-            _ => out.push_str(&format!("_{byte:02X}")),
-        }
-    }
-    if out.is_empty() {
-        // No encoded name is a lone '_': every '_' is followed by two hex digits.
-        out.push('_');
-    }
-    out
-}
-
 /// Configures `F` from raw JSON: parses and validates it (errors name the field path), then
 /// calls [`Filter::configure`].
 pub fn configure_filter<F: Filter>(
@@ -240,7 +223,6 @@ pub fn configure_filter<F: Filter>(
 mod tests {
     use super::*;
     use crate::kit::fake::FakeHost;
-    use proptest::prelude::*;
 
     #[test]
     fn metrics_carry_the_instance_unless_named_after_the_filter() {
@@ -284,24 +266,5 @@ mod tests {
         setup.tick_every(Duration::from_millis(200));
         setup.tick_every(Duration::from_secs(5));
         assert_eq!(setup.tick_period(), Some(Duration::from_millis(200)));
-    }
-
-    proptest! {
-        #[test]
-        fn distinct_instance_names_get_distinct_namespaces(
-            a in proptest::collection::vec(any::<u8>(), 0..12),
-            b in proptest::collection::vec(any::<u8>(), 0..12),
-        ) {
-            prop_assume!(a != b);
-            prop_assert_ne!(namespace_of(&a), namespace_of(&b));
-        }
-
-        #[test]
-        fn namespaces_use_only_key_safe_characters(raw in proptest::collection::vec(any::<u8>(), 0..32)) {
-            let namespace = namespace_of(&raw);
-            prop_assert!(namespace
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)));
-        }
     }
 }

@@ -85,6 +85,7 @@ impl Host for WasmHost {
         let metric_type = match kind {
             MetricKind::Counter => MetricType::Counter,
             MetricKind::Gauge => MetricType::Gauge,
+            MetricKind::Histogram => MetricType::Histogram,
         };
         ffi::define_metric(metric_type as u32, name)
     }
@@ -131,7 +132,7 @@ struct KitRoot {
 }
 
 impl KitRoot {
-    fn new(kind: ChainKind) -> Box<dyn RootContext> {
+    fn boxed(kind: ChainKind) -> Box<dyn RootContext> {
         Box::new(KitRoot {
             kind,
             current: None,
@@ -141,11 +142,11 @@ impl KitRoot {
 }
 
 fn standalone_root<F: Filter>(_context_id: u32) -> Box<dyn RootContext> {
-    KitRoot::new(ChainKind::Standalone(MemberFactory::of::<F>()))
+    KitRoot::boxed(ChainKind::Standalone(MemberFactory::of::<F>()))
 }
 
 fn suite_root<S: SuiteTable>(_context_id: u32) -> Box<dyn RootContext> {
-    KitRoot::new(ChainKind::Suite(S::factories()))
+    KitRoot::boxed(ChainKind::Suite(S::factories()))
 }
 
 /// Starts a module running filter `F` alone. Call it from `proxy_wasm::main!` (the
@@ -159,15 +160,6 @@ pub fn start_standalone<F: Filter>() {
 pub fn start_suite<S: SuiteTable>() {
     crate::panic_hook::init_logging(log::LevelFilter::Info);
     proxy_wasm::set_root_context(suite_root::<S>);
-}
-
-/// The plugin's name (`plugin_name`, else `plugin_root_id`), empty when the host names none.
-fn plugin_name() -> String {
-    ["plugin_name", "plugin_root_id"]
-        .into_iter()
-        .find_map(|path| WasmHost.property(&[path]).filter(|name| !name.is_empty()))
-        .map(|name| String::from_utf8_lossy(&name).into_owned())
-        .unwrap_or_default()
 }
 
 /// Runs `f` on `chain` unless it is already borrowed (a re-entrant host callback).
@@ -207,7 +199,7 @@ impl RootContext for KitRoot {
                 return false;
             }
         };
-        let plugin = plugin_name();
+        let plugin = crate::properties::plugin_name();
         let chain = match &self.kind {
             ChainKind::Standalone(factory) => {
                 Chain::standalone(*factory, raw.as_deref(), &WasmHost, &plugin)

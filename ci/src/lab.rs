@@ -1,5 +1,5 @@
 //! `cargo xtask up` and `cargo xtask scenario`: build the modules and run the lab binary
-//! (`host-tests/src/bin/lab.rs`) in the optimised `lab` profile.
+//! (`host-tests/lab/src/bin/lab.rs`, crate `mesh-lab`) in the optimised `lab` profile.
 
 use crate::build::build_modules;
 use crate::shell::run;
@@ -15,7 +15,7 @@ pub fn run_lab(ws: &Workspace, command: &str, args: &[String]) -> Result<()> {
         // The demo's guide drives the sidecar with hey.
         ensure_debian_tool("hey", "hey")?;
     }
-    build_modules(ws)?;
+    build_modules(ws, None)?;
     run(
         ws.root(),
         Command::new("cargo")
@@ -25,7 +25,7 @@ pub fn run_lab(ws: &Workspace, command: &str, args: &[String]) -> Result<()> {
                 "--profile",
                 "lab",
                 "-p",
-                "host-tests",
+                "mesh-lab",
                 "--bin",
                 "lab",
                 "--",

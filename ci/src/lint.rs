@@ -2,8 +2,9 @@
 
 use crate::shell::run;
 use crate::toolchain::{ensure_rust_component, ensure_rust_target};
-use crate::workspace::{Workspace, WASM_TARGET};
+use crate::workspace::Workspace;
 use anyhow::Result;
+use mesh_catalog::{MODULES, WASM_TARGET};
 use std::process::Command;
 
 /// Fails on unformatted code or any clippy warning. Filter crates deny unwrap/expect/panic
@@ -29,8 +30,8 @@ pub fn lint(ws: &Workspace) -> Result<()> {
     )?;
     let mut wasm = Command::new("cargo");
     wasm.args(["clippy", "--target", WASM_TARGET, "-p", "meshkit"]);
-    for m in ws.wasm_modules() {
-        wasm.args(["-p", &m.package]);
+    for m in MODULES {
+        wasm.args(["-p", m.crate_name]);
     }
     wasm.args(["--", "-D", "warnings"]);
     run(ws.root(), &mut wasm)

@@ -24,8 +24,12 @@ struct Cli {
 enum Command {
     /// Install what the other commands need: wasm targets, the pinned Envoy, the wasm test runner.
     Bootstrap,
-    /// Build every wasm module (filters and test fixtures) in release and print their sizes.
-    Build,
+    /// Build every wasm module of the catalog (filters and test modules) in release and print their sizes.
+    Build {
+        /// Also copy the shipped filters into this directory (Dockerfile.envoy bakes it into the image).
+        #[arg(long, value_name = "DIR")]
+        ship: Option<std::path::PathBuf>,
+    },
     /// rustfmt check and clippy with warnings denied, natively and for wasm32-wasip1.
     Lint,
     /// Every test: lint, native unit tests, wasm32 unit tests, emulated-host and real-Envoy tests.
@@ -48,7 +52,7 @@ enum Command {
 fn main() -> ExitCode {
     let outcome = workspace::Workspace::locate().and_then(|ws| match Cli::parse().command {
         Command::Bootstrap => toolchain::bootstrap(&ws).map(|_| ()),
-        Command::Build => build::build_modules(&ws).map(|_| ()),
+        Command::Build { ship } => build::build_modules(&ws, ship.as_deref()),
         Command::Lint => lint::lint(&ws),
         Command::Test => test::test_all(&ws),
         Command::Up { args } => lab::run_lab(&ws, "up", &args),

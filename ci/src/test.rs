@@ -67,7 +67,7 @@ pub fn test_all(ws: &Workspace) -> Result<()> {
 
     step("bootstrap", &mut |_| bootstrap(ws).map(|_| ()));
     step("lint", &mut |_| lint(ws));
-    step("build wasm modules", &mut |_| build_modules(ws).map(|_| ()));
+    step("build wasm modules", &mut |_| build_modules(ws, None));
     step(
         "native tests (unit, emulated host, real Envoy)",
         &mut |counts| {

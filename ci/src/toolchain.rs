@@ -3,8 +3,9 @@
 //! wasm-bindgen test runner. Each step checks first and installs only what is missing.
 
 use crate::shell::{output, run};
-use crate::workspace::{Workspace, WASM_TARGET};
+use crate::workspace::Workspace;
 use anyhow::{bail, Context, Result};
+use mesh_catalog::WASM_TARGET;
 use std::path::PathBuf;
 use std::process::Command;
 

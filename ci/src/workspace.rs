@@ -1,23 +1,12 @@
-//! What the workspace contains: its root, target directory and the crates that build wasm modules.
+//! What the workspace contains: its root and its crates, as cargo sees them.
 
 use anyhow::{Context, Result};
-use cargo_metadata::{Metadata, MetadataCommand, Package};
-use std::path::{Path, PathBuf};
-
-/// The wasm target every module is built for.
-pub const WASM_TARGET: &str = "wasm32-wasip1";
+use cargo_metadata::{Metadata, MetadataCommand};
+use std::path::Path;
 
 /// The workspace as cargo sees it.
 pub struct Workspace {
     metadata: Metadata,
-}
-
-/// A crate that builds a proxy-wasm module.
-pub struct WasmModule {
-    /// Cargo package name, e.g. `load-shedder`.
-    pub package: String,
-    /// Where the release build puts the module.
-    pub path: PathBuf,
 }
 
 impl Workspace {
@@ -34,33 +23,48 @@ impl Workspace {
     pub fn root(&self) -> &Path {
         self.metadata.workspace_root.as_std_path()
     }
+}
 
-    /// The cargo target directory.
-    pub fn target_dir(&self) -> &Path {
-        self.metadata.target_directory.as_std_path()
-    }
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::Workspace;
+    use std::path::PathBuf;
 
-    /// Every workspace crate with a `cdylib` target: the filters and the test fixtures.
-    pub fn wasm_modules(&self) -> Vec<WasmModule> {
-        self.metadata
+    /// Every workspace crate with a `cdylib` target (a proxy-wasm module), with its directory.
+    fn cdylib_crates(ws: &Workspace) -> Vec<(String, PathBuf)> {
+        ws.metadata
             .workspace_packages()
             .into_iter()
-            .filter(|p| is_cdylib(p))
-            .map(|p| WasmModule {
-                package: p.name.to_string(),
-                path: self
-                    .target_dir()
-                    .join(WASM_TARGET)
-                    .join("release")
-                    .join(format!("{}.wasm", p.name.replace('-', "_"))),
+            .filter(|p| {
+                p.targets
+                    .iter()
+                    .any(|t| t.crate_types.iter().any(|k| k.to_string() == "cdylib"))
+            })
+            .filter_map(|p| {
+                let dir = p.manifest_path.parent()?.as_std_path().to_path_buf();
+                Some((p.name.to_string(), dir))
             })
             .collect()
     }
-}
 
-fn is_cdylib(package: &Package) -> bool {
-    package
-        .targets
-        .iter()
-        .any(|t| t.crate_types.iter().any(|k| k.to_string() == "cdylib"))
+    #[test]
+    fn every_module_crate_of_the_workspace_is_in_the_catalog() {
+        let ws = Workspace::locate().unwrap();
+        let crates = cdylib_crates(&ws);
+        assert!(!crates.is_empty());
+        for (name, dir) in &crates {
+            let module = mesh_catalog::module(name).unwrap_or_else(|e| {
+                panic!("{e}: add crate `{name}` to MODULES in filters/catalog/src/lib.rs")
+            });
+            assert_eq!(&ws.root().join(module.crate_dir), dir, "{name}");
+        }
+        for module in mesh_catalog::MODULES {
+            assert!(
+                crates.iter().any(|(name, _)| name == module.crate_name),
+                "catalog lists `{}`, which is no cdylib crate of the workspace",
+                module.crate_name
+            );
+        }
+    }
 }

@@ -1,0 +1,174 @@
+//! The table of our proxy-wasm modules, read by everything that needs to know them: `cargo xtask build`
+//! (what to build and ship), the demo (`cargo xtask up`: config and guide), the scenarios, the emulated
+//! host and the real-Envoy harness (where a module's build is, and whether it is fresh).
+//!
+//! Adding a filter is one [`Module`] entry in [`MODULES`] (plus its crate). This crate has no
+//! dependencies, so every consumer can read it cheaply.
+//!
+//! [`Module::built`] is the one lookup of a module's file: it fails, naming the module and telling to run
+//! `cargo xtask build`, when the module is missing or older than a source it was built from.
+
+mod location;
+
+pub use location::{
+    resolve_target_dir, stale_source, target_dir, workspace_root, ModuleError, WASM_TARGET,
+};
+
+/// Whether a module ships or exists for the tests only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A filter we ship: built by `cargo xtask build`, baked into the Envoy image, composed by the demo.
+    Filter,
+    /// The suite module (`mesh_suite.wasm`): shipped, running the filters in one module. Built in
+    /// its own cargo invocation, since it links the filter crates without their entry points.
+    Suite,
+    /// A module only the tests load (built by `cargo xtask build`, never shipped).
+    TestModule,
+}
+
+/// How the demo sidecar of `cargo xtask up` runs a filter and shows it acting.
+#[derive(Clone, Copy, Debug)]
+pub struct Demo {
+    /// The plugin configuration (JSON text) the demo loads the module with.
+    pub config: &'static str,
+    /// Lines the demo prints so a user can watch the filter act; `{ingress}` and `{admin}` stand for the
+    /// ingress and admin URLs.
+    pub guide: &'static [&'static str],
+}
+
+/// One proxy-wasm module of the workspace.
+#[derive(Clone, Copy, Debug)]
+pub struct Module {
+    /// Cargo package name, e.g. `load-shedder`.
+    pub crate_name: &'static str,
+    /// The crate's directory, relative to the workspace root.
+    pub crate_dir: &'static str,
+    /// The module file cargo builds, e.g. `load_shedder.wasm` (the crate name with `_` for `-`).
+    pub file_name: &'static str,
+    /// Shipped filter or test module.
+    pub kind: Kind,
+    /// How the demo runs it; `None`: the demo leaves it out.
+    pub demo: Option<Demo>,
+    /// The scenario (`cargo xtask scenario <name>`) that shows it acting, if any.
+    pub scenario: Option<&'static str>,
+}
+
+/// Where meshkit lives, relative to the workspace root: every filter is built from its sources too.
+pub const MESHKIT_DIR: &str = "filters/common";
+
+/// Every module of the workspace, shipped filters in filter-chain order first.
+pub const MODULES: &[Module] = &[
+    Module {
+        crate_name: "load-shedder",
+        crate_dir: "filters/load-shedder",
+        file_name: "load_shedder.wasm",
+        kind: Kind::Filter,
+        demo: Some(Demo {
+            // Small enough that a laptop can overload the 32-worker demo service.
+            config: r#"{"limit": {"max_limit": 64}}"#,
+            guide: &[
+                "load-shedder: overload the 32-worker demo service and watch low-criticality work get shed first:",
+                "  hey -z 10s -c 300 -H 'x-request-criticality: sheddable' {ingress}/ &",
+                "  hey -z 10s -c 20 -H 'x-request-criticality: critical' {ingress}/",
+                "  curl -s {admin}/stats/prometheus | grep mesh_load_shedder",
+            ],
+        }),
+        scenario: Some("load-shedding"),
+    },
+    Module {
+        crate_name: "mesh-suite",
+        crate_dir: "filters/suite",
+        file_name: "mesh_suite.wasm",
+        kind: Kind::Suite,
+        demo: None,
+        scenario: None,
+    },
+    Module {
+        crate_name: "host-fixture",
+        crate_dir: "host-tests/fixture",
+        file_name: "host_fixture.wasm",
+        kind: Kind::TestModule,
+        demo: None,
+        scenario: None,
+    },
+];
+
+/// The module built by crate `crate_name`.
+pub fn module(crate_name: &str) -> Result<&'static Module, ModuleError> {
+    MODULES
+        .iter()
+        .find(|m| m.crate_name == crate_name)
+        .ok_or_else(|| ModuleError::Unknown {
+            crate_name: crate_name.to_owned(),
+        })
+}
+
+/// The shipped filters, in filter-chain order.
+pub fn filters() -> impl Iterator<Item = &'static Module> {
+    MODULES.iter().filter(|m| m.kind == Kind::Filter)
+}
+
+/// Every shipped module: the filters and the suite.
+pub fn shipped() -> impl Iterator<Item = &'static Module> {
+    MODULES.iter().filter(|m| m.kind != Kind::TestModule)
+}
+
+/// The built, fresh module of crate `crate_name` (see [`Module::built`]).
+pub fn built(crate_name: &str) -> Result<std::path::PathBuf, ModuleError> {
+    module(crate_name)?.built()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+
+    #[test]
+    fn module_file_names_are_what_cargo_builds() {
+        for m in MODULES {
+            assert_eq!(
+                m.file_name,
+                format!("{}.wasm", m.crate_name.replace('-', "_")),
+                "{}",
+                m.crate_name
+            );
+        }
+    }
+
+    #[test]
+    fn crate_names_are_unique_and_crate_dirs_exist() {
+        for (i, m) in MODULES.iter().enumerate() {
+            assert!(
+                MODULES[..i].iter().all(|o| o.crate_name != m.crate_name),
+                "{} listed twice",
+                m.crate_name
+            );
+            let manifest = workspace_root().join(m.crate_dir).join("Cargo.toml");
+            let text = std::fs::read_to_string(&manifest)
+                .unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
+            assert!(
+                text.contains(&format!("name = \"{}\"", m.crate_name)),
+                "{} does not define package {}",
+                manifest.display(),
+                m.crate_name
+            );
+        }
+    }
+
+    #[test]
+    fn test_modules_are_neither_demoed_nor_in_scenarios() {
+        for m in MODULES.iter().filter(|m| m.kind == Kind::TestModule) {
+            assert!(m.demo.is_none() && m.scenario.is_none(), "{}", m.crate_name);
+        }
+    }
+
+    #[test]
+    fn an_unknown_module_is_named_in_the_error() {
+        let err = built("no-such-filter").unwrap_err();
+        assert!(err.to_string().contains("no-such-filter"), "{err}");
+        assert!(
+            err.to_string().contains("load-shedder"),
+            "lists the known: {err}"
+        );
+    }
+}

@@ -1,0 +1,117 @@
+//! The lab's command line, run by `cargo xtask up` and `cargo xtask scenario <name>`.
+//!
+//! - `lab up`: a demo upstream and a real Envoy sidecar in front of it with every built filter composed,
+//!   printing the ports and commands that show each filter acting; runs until Ctrl-C, then stops Envoy.
+//! - `lab scenario <name> [--smoke]`: runs a named scenario, prints its table and writes its JSON under
+//!   `target/scenarios/`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use mesh_envoy_harness::{EnvoyOptions, EnvoyProcess};
+use mesh_lab::scenario::{self, RunMode};
+use mesh_lab::upstream::{ServiceTime, Upstream, UpstreamConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "lab",
+    about = "mesh-filters lab: demo sidecar and scenario benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the demo: upstream + Envoy sidecar with our filters, until Ctrl-C.
+    Up {
+        /// Port of the sidecar's ingress listener.
+        #[arg(long, default_value_t = 10000)]
+        port: u16,
+        /// Port of Envoy's admin interface.
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+    },
+    /// Run a named scenario benchmark.
+    Scenario {
+        /// Scenario name (`all` runs every one).
+        name: String,
+        /// About two seconds of load in total: proves the scenario runs, its figures mean nothing.
+        #[arg(long)]
+        smoke: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let outcome = match Cli::parse().command {
+        Command::Up { port, admin_port } => up(port, admin_port),
+        Command::Scenario { name, smoke } => run_scenarios(&name, smoke),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("lab: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_scenarios(name: &str, smoke: bool) -> Result<(), String> {
+    let scenarios = if name == "all" {
+        scenario::catalog()
+    } else {
+        vec![scenario::by_name(name)
+            .ok_or_else(|| scenario::ScenarioError::Unknown(name.to_owned()).to_string())?]
+    };
+    let mode = if smoke {
+        RunMode::Smoke {
+            total: Duration::from_secs(2),
+        }
+    } else {
+        RunMode::Full
+    };
+    let out_dir = mesh_catalog::target_dir().join("scenarios");
+    for s in &scenarios {
+        eprintln!("lab: running scenario `{}` ...", s.name);
+        let report = scenario::run(s, mode).map_err(|e| format!("scenario `{}`: {e}", s.name))?;
+        println!("{}", report.table());
+        let path = report
+            .write_json(&out_dir)
+            .map_err(|e| format!("writing {}: {e}", out_dir.display()))?;
+        println!("JSON: {}\n", path.display());
+    }
+    Ok(())
+}
+
+fn up(port: u16, admin_port: u16) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let upstream = runtime
+        .block_on(Upstream::start(UpstreamConfig {
+            workers: 32,
+            service_time: ServiceTime::Constant(Duration::from_millis(10)),
+            ..UpstreamConfig::new("demo-service")
+        }))
+        .map_err(|e| format!("demo upstream: {e}"))?;
+    let demo = mesh_lab::demo::sidecar(port, admin_port, upstream.addr())
+        .map_err(|e| format!("demo: {e}"))?;
+    let envoy = EnvoyProcess::start(&demo.bootstrap, EnvoyOptions::default())
+        .map_err(|e| format!("envoy: {e}"))?;
+    println!("{}", demo.guide(&envoy, &upstream));
+    println!(
+        "Envoy log: {}\nCtrl-C stops everything.",
+        envoy.log_path().display()
+    );
+    runtime
+        .block_on(tokio::signal::ctrl_c())
+        .map_err(|e| format!("waiting for Ctrl-C: {e}"))?;
+    println!("\nlab: stopping Envoy and the demo upstream");
+    envoy.shutdown();
+    drop(upstream);
+    Ok(())
+}

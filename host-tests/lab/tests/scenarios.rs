@@ -1,0 +1,48 @@
+//! Every named scenario runs end to end (real Envoy, upstream, load) in a two-second smoke run, so none
+//! of the benchmarks rots between the runs that measure with them.
+#![allow(clippy::panic)]
+
+use std::time::Duration;
+
+use mesh_lab::scenario::{self, RunMode, NAMES};
+
+#[test]
+fn every_scenario_runs_end_to_end_in_a_smoke_run() {
+    let mode = RunMode::Smoke {
+        total: Duration::from_secs(2),
+    };
+    let out_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    for name in NAMES {
+        let scenario =
+            scenario::by_name(name).unwrap_or_else(|| panic!("{name} is listed but unknown"));
+        let report =
+            scenario::run(&scenario, mode).unwrap_or_else(|e| panic!("scenario {name}: {e}"));
+        assert!(report.smoke);
+        for variant in &scenario.variants {
+            for phase in &scenario.phases {
+                let row = report
+                    .result(&variant.name, &phase.name)
+                    .unwrap_or_else(|| {
+                        panic!("{name}: no row for {} / {}", variant.name, phase.name)
+                    });
+                assert!(
+                    row.load.sent_requests() > 0 && row.upstream.received > 0,
+                    "{name}: {} / {} sent {} requests, upstream received {}",
+                    variant.name,
+                    phase.name,
+                    row.load.sent_requests(),
+                    row.upstream.received
+                );
+            }
+        }
+        let path = report
+            .write_json(out_dir.path())
+            .unwrap_or_else(|e| panic!("{name}: writing JSON: {e}"));
+        let json: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display())),
+        )
+        .unwrap_or_else(|e| panic!("{name}: report JSON does not parse: {e}"));
+        assert_eq!(json["name"], *name);
+        assert!(report.table().contains(name));
+    }
+}

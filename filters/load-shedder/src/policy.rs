@@ -192,9 +192,27 @@ pub struct WindowClosed {
     pub baseline: Duration,
     /// Latency samples in the window.
     pub samples: u32,
+    /// What the window did to the limit.
+    pub action: LimitAction,
 }
 
-/// The state every worker shares: in-flight count, limit, the open window and the baseline.
+/// What closing a window did to the limit, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LimitAction {
+    /// The window used the limit with latency in tolerance: the limit grew (unless at
+    /// `max_limit`).
+    Grow,
+    /// Nothing called for a change.
+    Hold,
+    /// Queueing, or latency over the target: the limit was cut (unless it could not fall).
+    Cut,
+    /// The previous cut did not lower latency: the cut was undone and that latency taken as
+    /// not caused by our concurrency.
+    UndoCut,
+}
+
+/// The state every worker shares: in-flight count, limit, the open window, the baseline, the
+/// cut being verified and the latency known not to be queueing.
 /// Fixed size ([`SharedState::ENCODED_LEN`] bytes), stored in one shared-data cell and updated
 /// by compare-and-swap: read, apply [`SharedState::admit`] or [`SharedState::release`] to the
 /// decoded copy, write back with the read CAS, retry on mismatch.
@@ -202,21 +220,52 @@ pub struct WindowClosed {
 pub struct SharedState {
     in_flight: u32,
     limit: u32,
+    /// No window has cut the limit yet.
     slow_start: bool,
     window_start_nanos: u64,
     window_peak_in_flight: u32,
-    /// 1 once the window refused a request (or would have, in dry run), else 0.
-    window_refused: u32,
+    /// The window refused a request (or would have, in dry run).
+    window_refused: bool,
+    /// Slow start only: the limit before the window doubled it on demand; 0 if it did not.
+    window_grown_from: u32,
     window_latency: LatencyHistogram,
     baseline: BaselineFilter,
+    /// The last cut, until the window that judges it closes.
+    pending_cut: Option<PendingCut>,
+    /// Latency a cut failed to lower, so not caused by our concurrency.
+    unqueued: Option<Unqueued>,
+}
+
+/// A cut whose effect the next window measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PendingCut {
+    /// The limit before the cut.
+    from: u32,
+    /// The latency of the window that cut (µs).
+    latency_micros: u32,
+    /// When the cut happened: only requests admitted after it measure its effect.
+    at_nanos: u64,
+}
+
+/// A latency shown not to be queueing caused by our concurrency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unqueued {
+    micros: u32,
+    /// When it must be shown again (time of the failed cut plus a baseline slot).
+    until_nanos: u64,
 }
 
 impl SharedState {
     /// Layout version, the first encoded byte; bumped on any layout change.
-    pub const FORMAT_VERSION: u8 = 1;
+    pub const FORMAT_VERSION: u8 = 2;
     /// Size of the encoding in bytes.
-    pub const ENCODED_LEN: usize =
-        2 + 4 * 4 + 8 + BaselineFilter::ENCODED_LEN + histogram::ENCODED_LEN;
+    pub const ENCODED_LEN: usize = 2
+        + 4 * 4
+        + 8
+        + (4 + 4 + 8)
+        + (4 + 8)
+        + BaselineFilter::ENCODED_LEN
+        + histogram::ENCODED_LEN;
 
     /// A fresh state: nothing in flight, the initial limit, a window opening at `now`.
     pub fn new(policy: &Policy, now: Timestamp) -> SharedState {
@@ -226,9 +275,12 @@ impl SharedState {
             slow_start: true,
             window_start_nanos: now.as_nanos(),
             window_peak_in_flight: 0,
-            window_refused: 0,
+            window_refused: false,
+            window_grown_from: 0,
             window_latency: LatencyHistogram::default(),
             baseline: BaselineFilter::default(),
+            pending_cut: None,
+            unqueued: None,
         }
     }
 
@@ -242,23 +294,46 @@ impl SharedState {
         policy.clamp_limit(self.limit)
     }
 
-    /// The current no-load latency estimate, once a window has closed.
+    /// The no-load latency the next window is compared with, once a window has closed: the
+    /// smallest recent window latency, or the latency a cut failed to lower if that is higher.
     pub fn baseline(&self) -> Option<Duration> {
         self.baseline
             .min()
+            .map(|micros| micros.max(self.unqueued.map_or(0, |u| u.micros)))
             .map(|micros| Duration::from_micros(u64::from(micros)))
+    }
+
+    /// Whether no window has cut the limit yet (see the module doc).
+    pub fn in_slow_start(&self) -> bool {
+        self.slow_start
     }
 
     /// Decides whether a request of `rank` may start, and counts it if so.
     pub fn admit(&mut self, policy: &Policy, rank: Rank) -> Admission {
-        let threshold = policy.threshold(self.limit(policy), rank);
+        let limit = self.limit(policy);
+        let mut threshold = if self.slow_start {
+            limit
+        } else {
+            policy.threshold(limit, rank)
+        };
+        if self.in_flight >= threshold
+            && self.slow_start
+            && self.window_grown_from == 0
+            && limit < policy.max_limit
+        {
+            // Slow start meets demand: grow now rather than refuse, once per window; the
+            // window's latency judges the growth.
+            self.window_grown_from = limit;
+            self.limit = policy.clamp_limit(limit.saturating_mul(2));
+            threshold = self.limit;
+        }
         let decision = if self.in_flight < threshold {
             Admission::Admitted
         } else {
             // Only whether the window refused anything matters. Leaving the state unchanged
             // after the first refusal lets the glue skip the shared-data write for every
             // further refusal, which is most requests under overload.
-            self.window_refused = 1;
+            self.window_refused = true;
             if !policy.dry_run {
                 return Admission::Shed;
             }
@@ -270,7 +345,8 @@ impl SharedState {
     }
 
     /// Ends an admitted request that took `latency` and ended with `outcome`; closes the window
-    /// and updates the limit when the window is due (see the module doc).
+    /// and updates the limit when the window is due (see the module doc). A zero latency is no
+    /// sample: only a clock stepping back between admission and release produces one.
     pub fn release(
         &mut self,
         policy: &Policy,
@@ -279,19 +355,30 @@ impl SharedState {
         outcome: Outcome,
     ) -> Option<WindowClosed> {
         self.in_flight = self.in_flight.saturating_sub(1);
+        let now = now.as_nanos();
+        if now.saturating_add(policy.window_nanos) < self.window_start_nanos {
+            self.clock_stepped_back(policy, now);
+        }
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let sampled = match outcome {
-            Outcome::Success => true,
-            Outcome::Error | Outcome::Reset | Outcome::LocalReply => self
-                .baseline
-                .min()
-                .is_some_and(|baseline| micros >= u64::from(baseline)),
-        };
+        let admitted_at = now.saturating_sub(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+        let plausible = micros > 0;
+        let measures_cut = self
+            .pending_cut
+            .is_none_or(|cut| admitted_at >= cut.at_nanos);
+        let sampled = plausible
+            && measures_cut
+            && match outcome {
+                Outcome::Success => true,
+                Outcome::Error | Outcome::Reset | Outcome::LocalReply => self
+                    .baseline
+                    .min()
+                    .is_some_and(|baseline| micros >= u64::from(baseline)),
+            };
         if sampled {
             self.window_latency.record(micros);
         }
         let samples = self.window_latency.count();
-        let age = now.as_nanos().saturating_sub(self.window_start_nanos);
+        let age = now.saturating_sub(self.window_start_nanos);
         let due = samples >= policy.window_max_samples
             || (samples >= policy.window_min_samples && age >= policy.window_nanos);
         if due {
@@ -301,24 +388,84 @@ impl SharedState {
         }
     }
 
-    fn close_window(&mut self, policy: &Policy, now: Timestamp) -> Option<WindowClosed> {
+    /// The clock jumped back by more than a window: restart every time reference at `now` so
+    /// windows keep closing and a cut keeps being judged.
+    fn clock_stepped_back(&mut self, policy: &Policy, now: u64) {
+        self.window_start_nanos = now;
+        if let Some(cut) = &mut self.pending_cut {
+            cut.at_nanos = cut.at_nanos.min(now);
+        }
+        if let Some(unqueued) = &mut self.unqueued {
+            unqueued.until_nanos = unqueued
+                .until_nanos
+                .min(now.saturating_add(policy.baseline_slot_nanos));
+        }
+        self.baseline.restart_at(now, policy.baseline_slot_nanos);
+    }
+
+    fn close_window(&mut self, policy: &Policy, now: u64) -> Option<WindowClosed> {
         let samples = self.window_latency.count();
         let observed = self.window_latency.quantile(policy.latency_quantile);
         let peak = self.window_peak_in_flight;
         let refused = self.window_refused;
-        self.window_start_nanos = now.as_nanos();
+        let grown_from = self.window_grown_from;
+        self.window_start_nanos = now;
         self.window_peak_in_flight = self.in_flight;
-        self.window_refused = 0;
+        self.window_refused = false;
+        self.window_grown_from = 0;
         self.window_latency.clear();
         let observed = observed?;
+        let observed_micros = u32::try_from(observed)
+            .unwrap_or(EMPTY_SLOT - 1)
+            .min(EMPTY_SLOT - 1);
 
         self.baseline
-            .observe(now.as_nanos(), policy.baseline_slot_nanos, observed);
-        let baseline = u64::from(self.baseline.min().unwrap_or(EMPTY_SLOT - 1)).max(1);
+            .observe(now, policy.baseline_slot_nanos, observed);
+        self.unqueued = self
+            .unqueued
+            .filter(|unqueued| now < unqueued.until_nanos)
+            .map(|unqueued| Unqueued {
+                // Conditions improved: latency this low is not queueing either.
+                micros: unqueued.micros.min(observed_micros),
+                ..unqueued
+            });
+        let baseline = self
+            .baseline()
+            .map_or(u64::from(EMPTY_SLOT - 1), |b| {
+                u64::try_from(b.as_micros()).unwrap_or(u64::MAX)
+            })
+            .max(1);
         let previous_limit = self.limit(policy);
-        let in_use =
-            refused > 0 || f64::from(peak) >= policy.utilization * f64::from(previous_limit);
+        let closed = |limit, action| {
+            Some(WindowClosed {
+                previous_limit,
+                limit,
+                latency: Duration::from_micros(observed),
+                baseline: Duration::from_micros(baseline),
+                samples,
+                action,
+            })
+        };
 
+        if let Some(cut) = self.pending_cut.take() {
+            // The cut kept `kept` of the limit; had the latency been queueing, it would have
+            // fallen about as much. Falling by less than half of that, it was not queueing.
+            let kept = f64::from(previous_limit) / f64::from(cut.from.max(1));
+            let expected = f64::from(cut.latency_micros) * (1.0 + kept) / 2.0;
+            if observed as f64 >= expected {
+                self.unqueued = Some(Unqueued {
+                    micros: cut.latency_micros.min(observed_micros),
+                    until_nanos: now.saturating_add(policy.baseline_slot_nanos),
+                });
+                self.limit = policy.clamp_limit(cut.from.max(previous_limit));
+                return closed(self.limit, LimitAction::UndoCut);
+            }
+        }
+
+        // Demand met the limit: a refusal, an on-demand growth, or a high enough peak.
+        let in_use = refused
+            || grown_from > 0
+            || f64::from(peak) >= policy.utilization * f64::from(previous_limit);
         let ratio = observed as f64 / baseline as f64;
         let queueing = ratio > 1.0 + policy.tolerance;
         let over_target = policy
@@ -331,11 +478,17 @@ impl SharedState {
         if let Some(target) = over_target {
             factor = factor.min(target as f64 / observed as f64);
         }
-        let limit = if factor < 1.0 {
+        let (limit, action) = if factor < 1.0 {
+            // A slow-start window that grew on demand and then queued takes the growth back.
+            let from = if self.slow_start && grown_from > 0 {
+                grown_from.min(previous_limit)
+            } else {
+                previous_limit
+            };
             self.slow_start = false;
             let factor = factor.clamp(policy.max_decrease, MAX_DECREASE_CEILING);
-            let decreased = (f64::from(previous_limit) * factor) as u32;
-            if in_use {
+            let decreased = (f64::from(from) * factor) as u32;
+            let limit = if in_use {
                 decreased
             } else {
                 // Not in use: shrink towards the demand seen, not below it.
@@ -345,45 +498,74 @@ impl SharedState {
                     (f64::from(peak) / policy.utilization).ceil() as u32
                 };
                 decreased.max(demand).min(previous_limit)
+            };
+            let limit = policy.clamp_limit(limit);
+            if over_target.is_none() {
+                if limit < previous_limit {
+                    self.pending_cut = Some(PendingCut {
+                        from: previous_limit,
+                        latency_micros: observed_micros,
+                        at_nanos: now,
+                    });
+                } else {
+                    // The limit cannot fall (floor, or demand above it): no cut can lower this
+                    // latency.
+                    self.unqueued = Some(Unqueued {
+                        micros: observed_micros,
+                        until_nanos: now.saturating_add(policy.baseline_slot_nanos),
+                    });
+                }
             }
+            (limit, LimitAction::Cut)
         } else if in_use {
-            if self.slow_start {
+            let limit = if self.slow_start {
                 previous_limit.saturating_mul(2)
             } else {
                 let step = (f64::from(previous_limit).sqrt() as u32).max(1);
                 previous_limit.saturating_add(step)
-            }
+            };
+            (limit, LimitAction::Grow)
         } else {
-            previous_limit
+            (previous_limit, LimitAction::Hold)
         };
         self.limit = policy.clamp_limit(limit);
-        Some(WindowClosed {
-            previous_limit,
-            limit: self.limit,
-            latency: Duration::from_micros(observed),
-            baseline: Duration::from_micros(baseline),
-            samples,
-        })
+        closed(self.limit, action)
     }
 }
 
 impl SharedValue for SharedState {
-    /// Layout (little-endian): version u8, flags u8 (bit 0: slow start), in_flight u32, limit
-    /// u32, window peak u32, window refused u32, window start u64 (ns), baseline newest slot
-    /// u64 + 4 × u32 minima (µs, `u32::MAX` = empty), then the window histogram.
+    /// Layout (little-endian): version u8, flags u8 (bit 0: slow start, bit 1: window
+    /// refused), in_flight u32, limit u32, window peak u32, window grown-from u32, window
+    /// start u64 (ns), pending cut (from u32, 0 = none; latency u32 µs; at u64 ns), unqueued
+    /// latency u32 µs (`u32::MAX` = none) and its expiry u64 ns, baseline newest slot u64 +
+    /// 4 × u32 minima (µs, `u32::MAX` = empty), then the window histogram.
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::ENCODED_LEN);
         out.push(Self::FORMAT_VERSION);
-        out.push(u8::from(self.slow_start));
+        out.push(u8::from(self.slow_start) | u8::from(self.window_refused) << 1);
         for word in [
             self.in_flight,
             self.limit,
             self.window_peak_in_flight,
-            self.window_refused,
+            self.window_grown_from,
         ] {
             out.extend_from_slice(&word.to_le_bytes());
         }
         out.extend_from_slice(&self.window_start_nanos.to_le_bytes());
+        let cut = self.pending_cut.unwrap_or(PendingCut {
+            from: 0,
+            latency_micros: 0,
+            at_nanos: 0,
+        });
+        out.extend_from_slice(&cut.from.to_le_bytes());
+        out.extend_from_slice(&cut.latency_micros.to_le_bytes());
+        out.extend_from_slice(&cut.at_nanos.to_le_bytes());
+        let unqueued = self.unqueued.unwrap_or(Unqueued {
+            micros: EMPTY_SLOT,
+            until_nanos: 0,
+        });
+        out.extend_from_slice(&unqueued.micros.to_le_bytes());
+        out.extend_from_slice(&unqueued.until_nanos.to_le_bytes());
         self.baseline.encode_into(&mut out);
         self.window_latency.encode_into(&mut out);
         out
@@ -403,16 +585,24 @@ impl SharedValue for SharedState {
         if version != Self::FORMAT_VERSION {
             return Err(error(format!("unknown format version {version}")));
         }
-        let slow_start = match reader.u8() {
-            0 => false,
-            1 => true,
-            flags => return Err(error(format!("unknown flags {flags:#04x}"))),
-        };
+        let flags = reader.u8();
+        if flags > 0b11 {
+            return Err(error(format!("unknown flags {flags:#04x}")));
+        }
         let in_flight = reader.u32();
         let limit = reader.u32();
         let window_peak_in_flight = reader.u32();
-        let window_refused = reader.u32();
+        let window_grown_from = reader.u32();
         let window_start_nanos = reader.u64();
+        let cut = PendingCut {
+            from: reader.u32(),
+            latency_micros: reader.u32(),
+            at_nanos: reader.u64(),
+        };
+        let unqueued = Unqueued {
+            micros: reader.u32(),
+            until_nanos: reader.u64(),
+        };
         let baseline = BaselineFilter {
             newest_slot: reader.u64(),
             minima: [reader.u32(), reader.u32(), reader.u32(), reader.u32()],
@@ -422,12 +612,15 @@ impl SharedValue for SharedState {
         Ok(SharedState {
             in_flight,
             limit,
-            slow_start,
+            slow_start: flags & 1 != 0,
             window_start_nanos,
             window_peak_in_flight,
-            window_refused,
+            window_refused: flags & 2 != 0,
+            window_grown_from,
             window_latency,
             baseline,
+            pending_cut: (cut.from != 0).then_some(cut),
+            unqueued: (unqueued.micros != EMPTY_SLOT).then_some(unqueued),
         })
     }
 }
@@ -473,6 +666,12 @@ impl BaselineFilter {
             .unwrap_or(EMPTY_SLOT - 1)
             .min(EMPTY_SLOT - 1);
         self.minima[index] = self.minima[index].min(micros);
+    }
+
+    /// After the clock stepped back to `now_nanos`: the newest slot becomes `now`'s, keeping the
+    /// minima, so slots expire again as time passes.
+    fn restart_at(&mut self, now_nanos: u64, slot_nanos: u64) {
+        self.newest_slot = self.newest_slot.min(now_nanos / slot_nanos);
     }
 
     fn min(&self) -> Option<u32> {

@@ -3,7 +3,7 @@
 
 use load_shedder::classify::{Criticality, Rank};
 use load_shedder::config::ShedderConfig;
-use load_shedder::policy::{Admission, Outcome, Policy, SharedState, WindowClosed};
+use load_shedder::policy::{Admission, LimitAction, Outcome, Policy, SharedState, WindowClosed};
 use meshkit::clock::Timestamp;
 use meshkit::config::{DurationMs, Fraction, Validate};
 use proptest::prelude::*;
@@ -115,9 +115,17 @@ fn run(
         let mut closed = None;
         match *event {
             Event::Admit(rank) => {
+                let slow_start = state.in_slow_start();
                 let admission = state.admit(&policy, rank);
                 if config.dry_run {
                     prop_assert_ne!(admission, Admission::Shed);
+                }
+                if slow_start && admission != Admission::Admitted {
+                    // Before the first cut, shares do not apply: only a full limit refuses.
+                    prop_assert!(
+                        state.in_flight()
+                            >= state.limit(&policy) - u32::from(admission.is_admitted())
+                    );
                 }
                 if admission.is_admitted() {
                     outstanding.push(now);
@@ -241,11 +249,38 @@ proptest! {
             if let Some(w) = closed {
                 let ratio = w.latency.as_secs_f64() / w.baseline.as_secs_f64();
                 let over_target = target.is_some_and(|t| w.latency > t);
-                if ratio > 1.0 + tolerance || over_target {
+                if w.action == LimitAction::UndoCut {
+                    // Undoing a cut that did not lower latency restores a higher limit.
+                    prop_assert!(w.limit >= w.previous_limit, "undo shrank: {w:?}");
+                } else if ratio > 1.0 + tolerance || over_target {
                     prop_assert!(w.limit <= w.previous_limit, "rising latency grew: {w:?}");
                 } else {
                     prop_assert!(w.limit >= w.previous_limit, "steady latency shrank: {w:?}");
                 }
+            }
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn a_cut_is_followed_by_another_only_when_it_lowered_latency(
+        config in config(),
+        events in proptest::collection::vec(event(), 0..600),
+    ) {
+        // The operator's latency target cuts unconditionally; queueing cuts are verified.
+        let mut config = config;
+        config.limit.latency_target_ms = None;
+        let mut last_cut: Option<WindowClosed> = None;
+        run(&config, &events, |_, _, closed| {
+            if let Some(w) = closed {
+                let cut = w.action == LimitAction::Cut && w.limit < w.previous_limit;
+                if let (true, Some(previous)) = (cut, last_cut) {
+                    prop_assert!(
+                        w.latency < previous.latency,
+                        "cut again at a latency the last cut did not lower: {previous:?} then {w:?}"
+                    );
+                }
+                last_cut = cut.then_some(w);
             }
             Ok(())
         })?;

@@ -175,7 +175,7 @@ pub struct RejectionConfig {
     /// gRPC clients) or `RESOURCE_EXHAUSTED`.
     pub grpc_status: GrpcStatus,
     /// `retry-after` seconds on HTTP 503 replies, and `grpc-retry-pushback-ms` on gRPC replies
-    /// (default 1).
+    /// (default 1; 1 to 3600).
     pub retry_after_seconds: u32,
 }
 
@@ -327,16 +327,30 @@ impl Validate for CriticalityConfig {
     }
 }
 
+/// The largest `rejection.retry_after_seconds`: an hour.
+pub const MAX_RETRY_AFTER_SECONDS: u32 = 3_600;
+
 impl Validate for RejectionConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        match self.grpc_status {
-            GrpcStatus::Unavailable | GrpcStatus::ResourceExhausted => Ok(()),
-            other => Err(ConfigError::invalid(
+        if !matches!(
+            self.grpc_status,
+            GrpcStatus::Unavailable | GrpcStatus::ResourceExhausted
+        ) {
+            return Err(ConfigError::invalid(
                 "rejection.grpc_status",
-                other.name(),
+                self.grpc_status.name(),
                 "must be UNAVAILABLE or RESOURCE_EXHAUSTED",
-            )),
+            ));
         }
+        if !(1..=MAX_RETRY_AFTER_SECONDS).contains(&self.retry_after_seconds) {
+            // 0 tells clients to retry at once, the retry storm shedding exists to stop.
+            return Err(ConfigError::invalid(
+                "rejection.retry_after_seconds",
+                self.retry_after_seconds,
+                format!("must be between 1 and {MAX_RETRY_AFTER_SECONDS}"),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -421,14 +421,7 @@ impl SharedState {
 
         self.baseline
             .observe(now, policy.baseline_slot_nanos, observed);
-        self.unqueued = self
-            .unqueued
-            .filter(|unqueued| now < unqueued.until_nanos)
-            .map(|unqueued| Unqueued {
-                // Conditions improved: latency this low is not queueing either.
-                micros: unqueued.micros.min(observed_micros),
-                ..unqueued
-            });
+        self.unqueued = self.unqueued.filter(|unqueued| now < unqueued.until_nanos);
         let baseline = self
             .baseline()
             .map_or(u64::from(EMPTY_SLOT - 1), |b| {

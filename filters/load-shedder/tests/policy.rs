@@ -260,14 +260,22 @@ fn latency_not_caused_by_the_limit_is_retested_once_per_baseline_slot() {
 }
 
 #[test]
-fn latency_falling_back_lowers_the_no_load_latency_at_once() {
-    let mut rig = Rig::new(|_| {});
+fn latency_taken_as_not_queueing_holds_for_a_baseline_slot() {
+    let mut rig = Rig::new(|config| config.limit.max_limit = 100);
     rig.past_slow_start();
     rig.saturated(10);
     rig.saturated(30);
     assert_eq!(rig.saturated(30).action, LimitAction::UndoCut);
+    // Latency falls back, then returns within the slot (3.33 s): still not taken as queueing.
+    for _ in 0..20 {
+        rig.saturated(10);
+    }
+    assert_eq!(rig.saturated(30).action, LimitAction::Grow);
     assert!(about(rig.state.baseline(), 30));
-    rig.saturated(10);
+    // Once the slot is over the no-load latency is the smallest recent window latency again.
+    for _ in 0..15 {
+        rig.saturated(10);
+    }
     assert!(about(rig.state.baseline(), 10));
     assert_eq!(rig.saturated(30).action, LimitAction::Cut);
 }

@@ -78,6 +78,7 @@ pub struct Policy {
     tolerance: f64,
     utilization: f64,
     baseline_slot_nanos: u64,
+    baseline_window_nanos: u64,
     latency_target_micros: Option<u64>,
     max_decrease: f64,
     dry_run: bool,
@@ -124,6 +125,7 @@ impl Policy {
             tolerance: limit.tolerance.get(),
             utilization: limit.utilization.get().max(f64::MIN_POSITIVE),
             // Slots of a third of the window: the oldest of four slots still covers the window.
+            baseline_window_nanos: millis_to_nanos(limit.baseline_window_ms.as_millis()).max(1),
             baseline_slot_nanos: millis_to_nanos(limit.baseline_window_ms.as_millis())
                 .div_ceil(BASELINE_SLOTS as u64 - 1)
                 .max(1),
@@ -234,6 +236,8 @@ pub struct SharedState {
     pending_cut: Option<PendingCut>,
     /// Latency a cut failed to lower, so not caused by our concurrency.
     unqueued: Option<Unqueued>,
+    /// The last closed window's latency (µs) if it showed queueing, else 0.
+    queueing_micros: u32,
 }
 
 /// A cut whose effect the next window measures.
@@ -251,7 +255,7 @@ struct PendingCut {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Unqueued {
     micros: u32,
-    /// When it must be shown again (time of the failed cut plus a baseline slot).
+    /// When it must be shown again (time of the failed cut plus `baseline_window_ms`).
     until_nanos: u64,
 }
 
@@ -264,6 +268,7 @@ impl SharedState {
         + 8
         + (4 + 4 + 8)
         + (4 + 8)
+        + 4
         + BaselineFilter::ENCODED_LEN
         + histogram::ENCODED_LEN;
 
@@ -281,6 +286,7 @@ impl SharedState {
             baseline: BaselineFilter::default(),
             pending_cut: None,
             unqueued: None,
+            queueing_micros: 0,
         }
     }
 
@@ -319,6 +325,7 @@ impl SharedState {
         if self.in_flight >= threshold
             && self.slow_start
             && self.window_grown_from == 0
+            && self.queueing_micros == 0
             && limit < policy.max_limit
         {
             // Slow start meets demand: grow now rather than refuse, once per window; the
@@ -398,7 +405,7 @@ impl SharedState {
         if let Some(unqueued) = &mut self.unqueued {
             unqueued.until_nanos = unqueued
                 .until_nanos
-                .min(now.saturating_add(policy.baseline_slot_nanos));
+                .min(now.saturating_add(policy.baseline_window_nanos));
         }
         self.baseline.restart_at(now, policy.baseline_slot_nanos);
     }
@@ -442,13 +449,16 @@ impl SharedState {
 
         if let Some(cut) = self.pending_cut.take() {
             // The cut kept `kept` of the limit; had the latency been queueing, it would have
-            // fallen about as much. Falling by less than half of that, it was not queueing.
+            // fallen about as much. Falling by less than half of that, and still not within
+            // tolerance of the no-load latency, it was not queueing.
             let kept = f64::from(previous_limit) / f64::from(cut.from.max(1));
             let expected = f64::from(cut.latency_micros) * (1.0 + kept) / 2.0;
-            if observed as f64 >= expected {
+            let tolerated = (1.0 + policy.tolerance) * baseline as f64;
+            if observed as f64 >= expected && observed as f64 > tolerated {
+                self.queueing_micros = 0;
                 self.unqueued = Some(Unqueued {
-                    micros: cut.latency_micros.min(observed_micros),
-                    until_nanos: now.saturating_add(policy.baseline_slot_nanos),
+                    micros: cut.latency_micros.max(observed_micros),
+                    until_nanos: now.saturating_add(policy.baseline_window_nanos),
                 });
                 self.limit = policy.clamp_limit(cut.from.max(previous_limit));
                 return closed(self.limit, LimitAction::UndoCut);
@@ -461,11 +471,20 @@ impl SharedState {
             || f64::from(peak) >= policy.utilization * f64::from(previous_limit);
         let ratio = observed as f64 / baseline as f64;
         let queueing = ratio > 1.0 + policy.tolerance;
+        // Once a cut failed, latency is known to vary for reasons other than our concurrency,
+        // and a single slow window is as likely the host's as queueing: then only the second
+        // queueing window in a row cuts, and the lower of the two is what the cut must lower.
+        let persistent = if self.queueing_micros > 0 {
+            queueing.then_some(self.queueing_micros.min(observed_micros))
+        } else {
+            (queueing && self.unqueued.is_none()).then_some(observed_micros)
+        };
+        self.queueing_micros = if queueing { observed_micros } else { 0 };
         let over_target = policy
             .latency_target_micros
             .filter(|&target| observed > target);
         let mut factor = 1.0f64;
-        if queueing {
+        if persistent.is_some() {
             factor = factor.min(1.0 / ratio);
         }
         if let Some(target) = over_target {
@@ -493,11 +512,11 @@ impl SharedState {
                 decreased.max(demand).min(previous_limit)
             };
             let limit = policy.clamp_limit(limit);
-            if over_target.is_none() {
+            if let (None, Some(reference)) = (over_target, persistent) {
                 if limit < previous_limit {
                     self.pending_cut = Some(PendingCut {
                         from: previous_limit,
-                        latency_micros: observed_micros,
+                        latency_micros: reference,
                         at_nanos: now,
                     });
                 } else {
@@ -505,11 +524,13 @@ impl SharedState {
                     // latency.
                     self.unqueued = Some(Unqueued {
                         micros: observed_micros,
-                        until_nanos: now.saturating_add(policy.baseline_slot_nanos),
+                        until_nanos: now.saturating_add(policy.baseline_window_nanos),
                     });
                 }
             }
             (limit, LimitAction::Cut)
+        } else if queueing {
+            (previous_limit, LimitAction::Hold)
         } else if in_use {
             let limit = if self.slow_start {
                 previous_limit.saturating_mul(2)
@@ -530,7 +551,8 @@ impl SharedValue for SharedState {
     /// Layout (little-endian): version u8, flags u8 (bit 0: slow start, bit 1: window
     /// refused), in_flight u32, limit u32, window peak u32, window grown-from u32, window
     /// start u64 (ns), pending cut (from u32, 0 = none; latency u32 µs; at u64 ns), unqueued
-    /// latency u32 µs (`u32::MAX` = none) and its expiry u64 ns, baseline newest slot u64 +
+    /// latency u32 µs (`u32::MAX` = none) and its expiry u64 ns, the last window's queueing
+    /// latency u32 µs (0 = none), baseline newest slot u64 +
     /// 4 × u32 minima (µs, `u32::MAX` = empty), then the window histogram.
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(Self::ENCODED_LEN);
@@ -559,6 +581,7 @@ impl SharedValue for SharedState {
         });
         out.extend_from_slice(&unqueued.micros.to_le_bytes());
         out.extend_from_slice(&unqueued.until_nanos.to_le_bytes());
+        out.extend_from_slice(&self.queueing_micros.to_le_bytes());
         self.baseline.encode_into(&mut out);
         self.window_latency.encode_into(&mut out);
         out
@@ -596,6 +619,7 @@ impl SharedValue for SharedState {
             micros: reader.u32(),
             until_nanos: reader.u64(),
         };
+        let queueing_micros = reader.u32();
         let baseline = BaselineFilter {
             newest_slot: reader.u64(),
             minima: [reader.u32(), reader.u32(), reader.u32(), reader.u32()],
@@ -614,6 +638,7 @@ impl SharedValue for SharedState {
             baseline,
             pending_cut: (cut.from != 0).then_some(cut),
             unqueued: (unqueued.micros != EMPTY_SLOT).then_some(unqueued),
+            queueing_micros,
         })
     }
 }

@@ -316,12 +316,8 @@ impl SharedState {
 
     /// Decides whether a request of `rank` may start, and counts it if so.
     pub fn admit(&mut self, policy: &Policy, rank: Rank) -> Admission {
+        let mut threshold = self.threshold(policy, rank);
         let limit = self.limit(policy);
-        let mut threshold = if self.slow_start {
-            limit
-        } else {
-            policy.threshold(limit, rank)
-        };
         if self.in_flight >= threshold
             && self.slow_start
             && self.window_grown_from == 0
@@ -332,7 +328,7 @@ impl SharedState {
             // window's latency judges the growth.
             self.window_grown_from = limit;
             self.limit = policy.clamp_limit(limit.saturating_mul(2));
-            threshold = self.limit;
+            threshold = self.threshold(policy, rank);
         }
         let decision = if self.in_flight < threshold {
             Admission::Admitted
@@ -349,6 +345,17 @@ impl SharedState {
         self.in_flight = self.in_flight.saturating_add(1);
         self.window_peak_in_flight = self.window_peak_in_flight.max(self.in_flight);
         decision
+    }
+
+    /// The in-flight count below which a request of `rank` is admitted: its share of the limit;
+    /// in slow start its share of twice the limit, and at least the whole limit.
+    fn threshold(&self, policy: &Policy, rank: Rank) -> u32 {
+        let limit = self.limit(policy);
+        if self.slow_start {
+            policy.threshold(limit.saturating_mul(2), rank).max(limit)
+        } else {
+            policy.threshold(limit, rank)
+        }
     }
 
     /// Ends an admitted request that took `latency` and ended with `outcome`; closes the window
@@ -386,7 +393,12 @@ impl SharedState {
         }
         let samples = self.window_latency.count();
         let age = now.saturating_sub(self.window_start_nanos);
-        let due = samples >= policy.window_max_samples
+        // The first window closes once the first `initial_limit` requests' worth of samples is
+        // in: they started on an idle service, so they measure the no-load latency even when a
+        // flood arrives with the first request.
+        let first = self.baseline.min().is_none() && samples >= policy.initial_limit;
+        let due = first
+            || samples >= policy.window_max_samples
             || (samples >= policy.window_min_samples && age >= policy.window_nanos);
         if due {
             self.close_window(policy, now)

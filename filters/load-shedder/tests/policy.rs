@@ -58,8 +58,13 @@ impl Rig {
     /// releases every admitted one with `latency_ms` (within the window), the last of them when
     /// the window is due. Returns the window update.
     fn burst(&mut self, count: u32, latency_ms: u64) -> Option<WindowClosed> {
+        self.burst_of(CRITICAL_PLUS, count, latency_ms)
+    }
+
+    /// [`Rig::burst`] of requests of `rank`.
+    fn burst_of(&mut self, rank: Rank, count: u32, latency_ms: u64) -> Option<WindowClosed> {
         let admitted = (0..count)
-            .filter(|_| self.state.admit(&self.policy, CRITICAL_PLUS).is_admitted())
+            .filter(|_| self.state.admit(&self.policy, rank).is_admitted())
             .count();
         let latency = Duration::from_millis(latency_ms);
         let early =
@@ -118,21 +123,27 @@ fn admit(rig: &mut Rig, rank: Rank, count: u32) -> u32 {
 }
 
 #[test]
-fn slow_start_admits_every_rank_to_the_limit_and_doubles_it_on_demand_once_per_window() {
+fn slow_start_lets_sheddable_work_fill_the_limit_doubles_it_on_demand_and_keeps_rank_order() {
     let policy = Policy::new(&ShedderConfig::default());
     let mut state = SharedState::new(&policy, Timestamp::EPOCH);
     assert!(state.in_slow_start());
     assert_eq!(state.limit(&policy), 20);
-    // Before any cut the limit is only a starting guess: sheddable work fills all of it, and
-    // meeting it doubles it rather than refusing...
-    let admitted = (0..100)
-        .filter(|_| state.admit(&policy, SHEDDABLE).is_admitted())
-        .count();
-    assert_eq!(admitted, 40);
+    let mut admit = |rank| {
+        (0..100)
+            .filter(|_| state.admit(&policy, rank).is_admitted())
+            .count()
+    };
+    // Before any cut the limit is only a starting guess: meeting it doubles it once per window
+    // rather than refusing, and each rank may fill its share of twice the limit (sheddable:
+    // 0.5 of 80), ...
+    assert_eq!(admit(SHEDDABLE), 40);
+    // ... so higher ranks keep their headroom: critical up to 0.9 of 80, critical-plus to 80.
+    assert_eq!(admit(CRITICAL), 32);
+    assert_eq!(admit(CRITICAL_PLUS), 8);
     assert_eq!(state.limit(&policy), 40);
-    // ... once per window: then requests are refused until a window judges the growth.
+    assert_eq!(state.in_flight(), 80);
     assert_eq!(state.admit(&policy, CRITICAL_PLUS), Admission::Shed);
-    assert_eq!(state.in_flight(), 40, "a shed request is not counted");
+    assert_eq!(state.in_flight(), 80, "a shed request is not counted");
 }
 
 #[test]
@@ -180,9 +191,39 @@ fn a_slow_start_window_that_grew_on_demand_and_queued_takes_the_growth_back() {
     assert_eq!(limit, 40);
     // Demand beyond the limit doubles it on the spot to 80; the window queues at twice the
     // no-load latency: the cut applies to the 40 the window started with.
-    let closed = rig.burst(limit + 1, 20).unwrap();
+    let closed = rig.burst_of(SHEDDABLE, limit + 1, 20).unwrap();
     assert_eq!((closed.previous_limit, closed.limit), (80, 20));
     assert_eq!(closed.action, LimitAction::Cut);
+}
+
+#[test]
+fn the_first_window_closes_on_the_first_requests_so_a_flood_cannot_inflate_the_baseline() {
+    let mut rig = Rig::new(|_| {});
+    // A flood arrives with the first request: the first 20 (the initial limit) start on an idle
+    // service and take 10 ms; they close the first window at once, before the queued ones end.
+    let first = admit(&mut rig, CRITICAL_PLUS, 20);
+    let mut closed = None;
+    for _ in 0..first {
+        let end = Timestamp::from_millis(10);
+        closed = rig.state.release(
+            &rig.policy,
+            end,
+            Duration::from_millis(10),
+            Outcome::Success,
+        );
+    }
+    assert!(closed.is_some(), "the 20th sample closes the first window");
+    assert!(about(rig.state.baseline(), 10));
+    // Later windows close on time as usual.
+    rig.state.admit(&rig.policy, CRITICAL_PLUS);
+    let end = Timestamp::from_millis(20);
+    let later = rig.state.release(
+        &rig.policy,
+        end,
+        Duration::from_millis(10),
+        Outcome::Success,
+    );
+    assert_eq!(later, None);
 }
 
 #[test]

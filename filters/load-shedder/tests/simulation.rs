@@ -346,8 +346,9 @@ fn defaults_keep_the_service_busy_and_admitted_p99_within_three_times_no_load() 
         goodput * 100.0
     );
     // Without shedding the queue grows without bound; with it the limit stays within a small
-    // multiple of the 32 workers.
-    assert!((32.0..=96.0).contains(&mean), "mean limit {mean}");
+    // multiple of the 32 workers. (The run starts cold into the overload: a first baseline
+    // measured under the flood's queue would let the limit settle far higher.)
+    assert!((32.0..=72.0).contains(&mean), "mean limit {mean}");
     let no_load_p99 = SERVICE_NANOS as f64 / 2.0 * (1.0 - 0.01f64.ln());
     assert!((p99 as f64) <= 3.0 * no_load_p99, "p99 {p99} ns");
     assert!(goodput >= 0.9, "goodput {goodput}");

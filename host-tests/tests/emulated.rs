@@ -306,14 +306,15 @@ fn an_http_call_reply_resumes_the_paused_request() {
 
     host.respond_to_call(
         call.token,
-        HttpCallReply::response(200, [("x-reply", "1")], "pong"),
+        HttpCallReply::response(200, [("x-reply", "1")], "pong")
+            .with_trailers([("x-reply-trailer", "2")]),
     )
     .unwrap();
     assert!(!stream.is_request_paused());
-    assert_eq!(
-        stream.request_headers().unwrap().get_str("x-call-body"),
-        Some("pong")
-    );
+    let upstream = stream.request_headers().unwrap();
+    assert_eq!(upstream.get_str("x-call-body"), Some("pong"));
+    assert_eq!(upstream.get_str("x-reply"), Some("1"));
+    assert_eq!(upstream.get_str("x-reply-trailer"), Some("2"));
     assert!(host.pending_http_calls().is_empty());
     assert!(matches!(
         host.respond_to_call(call.token, HttpCallReply::Failure),

@@ -11,8 +11,9 @@ use host_tests::emulator::{
     wasm_path, EmulatedHost, EmulatorError, HeaderMap, HostBuilder, HttpStream, Worker,
 };
 
-/// Shared-data key of the state when the host reports no plugin name.
-const DEFAULT_KEY: &str = "mesh/load-shedder.default/state";
+/// Shared-data key of the state when the host reports no plugin name (the empty name is `_`;
+/// the state's layout version is part of the key).
+const DEFAULT_KEY: &str = "mesh/load-shedder._/state.v1";
 /// A limit pinned at 10: critical-plus may fill 10, critical 9, sheddable-plus 8, sheddable 5.
 const LIMIT_10: &str = r#"{"limit":{"min_limit":10,"initial_limit":10,"max_limit":10}}"#;
 
@@ -116,7 +117,7 @@ fn the_shared_state_key_is_namespaced_by_the_plugin_name() {
     respond(&mut stream, 200);
     assert_eq!(
         host.shared_data_keys(),
-        vec!["mesh/load-shedder.ingress_edge/state".to_owned()]
+        vec!["mesh/load-shedder.ingress_2Fedge/state.v1".to_owned()]
     );
 }
 

@@ -50,7 +50,7 @@ fn envoy_with_shedder(config: &Value, upstream: SocketAddr) -> EnvoyProcess {
     let bootstrap = Bootstrap::new(0)
         .listener(
             Listener::http("ingress", 0)
-                .wasm_filter(WasmFilter::new("shedder", module).configuration(config))
+                .wasm_filter(WasmFilter::new("load-shedder", module).configuration(config))
                 .route(
                     Route::prefix("/")
                         .to_cluster("service")

@@ -1,7 +1,6 @@
-//! Time: the [`Timestamp`] type, the [`Clock`] trait, a [`ManualClock`] for tests and (wasm32) the
-//! host's clock and the root context's tick period.
+//! Time: the [`Timestamp`] type, the [`Clock`] trait and (wasm32) the host's clock and the root
+//! context's tick period.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A point in time: nanoseconds since the Unix epoch. Arithmetic saturates instead of overflowing.
@@ -43,43 +42,6 @@ impl Timestamp {
 pub trait Clock {
     /// The current time.
     fn now(&self) -> Timestamp;
-}
-
-/// A clock that only moves when told to; for tests and simulations. Safe to share across threads.
-#[derive(Debug, Default)]
-pub struct ManualClock {
-    nanos: AtomicU64,
-}
-
-impl ManualClock {
-    /// A clock reading `start`.
-    pub fn new(start: Timestamp) -> Self {
-        Self {
-            nanos: AtomicU64::new(start.as_nanos()),
-        }
-    }
-
-    /// Moves the clock forward by `duration` (saturating).
-    pub fn advance(&self, duration: Duration) {
-        let step = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-        // fetch_update only fails when the closure returns None, which it never does.
-        let _ = self
-            .nanos
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |nanos| {
-                Some(nanos.saturating_add(step))
-            });
-    }
-
-    /// Sets the clock to `now` (which may be earlier than the current reading).
-    pub fn set(&self, now: Timestamp) {
-        self.nanos.store(now.as_nanos(), Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Timestamp {
-        Timestamp(self.nanos.load(Ordering::SeqCst))
-    }
 }
 
 /// The host's wall clock (`proxy_get_current_time_nanoseconds`).
@@ -140,18 +102,5 @@ mod tests {
             late.saturating_duration_since(Timestamp::EPOCH),
             Duration::from_nanos(u64::MAX - 5)
         );
-    }
-
-    #[test]
-    fn manual_clock_moves_only_when_told() {
-        let clock = ManualClock::new(Timestamp::from_millis(10));
-        assert_eq!(clock.now(), Timestamp::from_millis(10));
-        clock.advance(Duration::from_millis(5));
-        assert_eq!(clock.now(), Timestamp::from_millis(15));
-        clock.set(Timestamp::from_millis(1));
-        assert_eq!(clock.now(), Timestamp::from_millis(1));
-        clock.set(Timestamp::from_nanos(u64::MAX - 1));
-        clock.advance(Duration::from_secs(3));
-        assert_eq!(clock.now(), Timestamp::from_nanos(u64::MAX));
     }
 }

@@ -22,6 +22,14 @@ extern "C" {
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
     ) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
+    ) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_get_header_map_pairs(
         map_type: u32,
         return_map_data: *mut *mut u8,
@@ -87,7 +95,6 @@ extern "C" {
         name_size: usize,
         return_id: *mut u32,
     ) -> u32;
-    fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
     fn proxy_get_property(
@@ -149,6 +156,28 @@ pub(crate) fn buffer_bytes(
         1 => Ok(None),
         other => Err(HostError::from_code("get_buffer", other)),
     }
+}
+
+/// Replaces `size` bytes of a host buffer from `start` with `data` (Envoy's rules: `start` 0
+/// replaces the first `size` bytes, `start` at or past the end appends).
+pub(crate) fn set_buffer_bytes(
+    buffer_type: u32,
+    start: usize,
+    size: usize,
+    data: &[u8],
+) -> Result<(), HostError> {
+    // SAFETY: `data` outlives the call.
+    let status =
+        unsafe { proxy_set_buffer_bytes(buffer_type, start, size, data.as_ptr(), data.len()) };
+    check("set_buffer", status)
+}
+
+/// Resumes a paused stream (`StreamType` as its ABI number: 0 request, 1 response).
+pub(crate) fn continue_stream(stream_type: u32) -> Result<(), HostError> {
+    // SAFETY: plain integer argument.
+    check("continue_stream", unsafe {
+        proxy_continue_stream(stream_type)
+    })
 }
 
 /// The serialized pairs of a header map (`MapType` as its ABI number).
@@ -309,14 +338,6 @@ pub(crate) fn define_metric(metric_type: u32, name: &str) -> Result<u32, HostErr
     // SAFETY: `name` outlives the call; `id` is a valid out-pointer.
     let status = unsafe { proxy_define_metric(metric_type, name.as_ptr(), name.len(), &mut id) };
     check("define_metric", status).map(|()| id)
-}
-
-/// A metric's current value.
-pub(crate) fn metric_value(id: u32) -> Result<u64, HostError> {
-    let mut value = 0u64;
-    // SAFETY: `value` is a valid out-pointer.
-    let status = unsafe { proxy_get_metric(id, &mut value) };
-    check("get_metric", status).map(|()| value)
 }
 
 /// Sets a gauge or records a histogram sample.

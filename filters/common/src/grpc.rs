@@ -173,20 +173,6 @@ pub fn parse_grpc_status(value: &[u8]) -> Option<GrpcStatus> {
     GrpcStatus::from_code(code)
 }
 
-/// The gRPC status of the current response: `grpc-status` from the response headers
-/// (trailers-only responses), else from the response trailers; `None` if neither has one.
-#[cfg(target_arch = "wasm32")]
-pub fn grpc_status_of_response() -> Option<GrpcStatus> {
-    use crate::headers::{header_bytes, HeaderMapKind};
-    [
-        HeaderMapKind::ResponseHeaders,
-        HeaderMapKind::ResponseTrailers,
-    ]
-    .into_iter()
-    .find_map(|kind| header_bytes(kind, "grpc-status").ok().flatten())
-    .and_then(|value| parse_grpc_status(&value))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

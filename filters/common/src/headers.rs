@@ -3,8 +3,6 @@
 //! Unlike the SDK's `get_http_request_header` & co., nothing here panics: a header map that is
 //! unavailable in the current phase, or a value that is not UTF-8, is an error value or `None`.
 
-use proxy_wasm::types::MapType;
-
 /// Which header map of the current HTTP stream to access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum HeaderMapKind {
@@ -20,7 +18,9 @@ pub enum HeaderMapKind {
 
 impl HeaderMapKind {
     /// The SDK's map type for this kind.
-    pub fn map_type(self) -> MapType {
+    #[cfg(any(test, target_arch = "wasm32"))]
+    fn map_type(self) -> proxy_wasm::types::MapType {
+        use proxy_wasm::types::MapType;
         match self {
             HeaderMapKind::RequestHeaders => MapType::HttpRequestHeaders,
             HeaderMapKind::RequestTrailers => MapType::HttpRequestTrailers,
@@ -30,17 +30,13 @@ impl HeaderMapKind {
     }
 }
 
-impl From<HeaderMapKind> for MapType {
-    fn from(kind: HeaderMapKind) -> Self {
-        kind.map_type()
-    }
-}
-
 #[cfg(target_arch = "wasm32")]
 pub use host::{
-    add_header, clear_route_cache, header_bytes, header_pairs, header_str, remove_header,
-    set_header,
+    add_header, clear_route_cache, header_bytes, header_str, remove_header, set_header,
 };
+
+#[cfg(target_arch = "wasm32")]
+pub(crate) use host::map_pairs;
 
 #[cfg(target_arch = "wasm32")]
 mod host {
@@ -78,11 +74,12 @@ mod host {
         }
     }
 
-    /// Every header of the map in order; names are decoded lossily, values kept as bytes.
-    pub fn header_pairs(kind: HeaderMapKind) -> Result<Vec<(String, Vec<u8>)>, HostError> {
-        let serialized = ffi::header_map_pairs(abi(kind))?;
+    /// Every pair of the header map with ABI number `map_type` (a callout response's headers or
+    /// trailers) in order; names are decoded lossily, values kept as bytes.
+    pub(crate) fn map_pairs(map_type: u32) -> Result<Vec<(String, Vec<u8>)>, HostError> {
+        let serialized = ffi::header_map_pairs(map_type)?;
         let pairs = wire::decode_header_map(&serialized).map_err(|err| {
-            log::debug!("{kind:?}: {err}");
+            log::debug!("header map {map_type}: {err}");
             HostError::new("get_header_map_pairs", Status::SerializationFailure)
         })?;
         Ok(pairs
@@ -129,6 +126,6 @@ mod tests {
         assert_eq!(HeaderMapKind::RequestHeaders.map_type() as u32, 0);
         assert_eq!(HeaderMapKind::RequestTrailers.map_type() as u32, 1);
         assert_eq!(HeaderMapKind::ResponseHeaders.map_type() as u32, 2);
-        assert_eq!(MapType::from(HeaderMapKind::ResponseTrailers) as u32, 3);
+        assert_eq!(HeaderMapKind::ResponseTrailers.map_type() as u32, 3);
     }
 }

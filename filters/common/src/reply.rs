@@ -1,19 +1,8 @@
 //! Local replies: answering a request from the filter with an HTTP error or a trailers-only
-//! gRPC error, without panicking; the HTTP status matching a gRPC status ([`http_status_of`])
-//! and `grpc-message` encoding ([`grpc_message_encode`]).
+//! gRPC error, without panicking, and the HTTP status matching a gRPC status
+//! ([`http_status_of`]).
 
 use crate::grpc::GrpcStatus;
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-
-/// Bytes the gRPC spec requires percent-encoded in `grpc-message`: everything outside
-/// `0x20..=0x7E` (non-ASCII is always encoded), plus '%' itself.
-const GRPC_MESSAGE_ESCAPES: &AsciiSet = &CONTROLS.add(b'%');
-
-/// `message` percent-encoded for the `grpc-message` header, as the gRPC HTTP/2 spec requires
-/// (UTF-8 bytes outside printable ASCII, and '%', become `%XX`).
-pub fn grpc_message_encode(message: &str) -> String {
-    utf8_percent_encode(message, GRPC_MESSAGE_ESCAPES).to_string()
-}
 
 #[cfg(target_arch = "wasm32")]
 pub use host::{send_grpc_error, send_http_error};
@@ -82,27 +71,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn printable_ascii_passes_through() {
-        assert_eq!(
-            grpc_message_encode("rate limited: try again"),
-            "rate limited: try again"
-        );
-        assert_eq!(grpc_message_encode(""), "");
-    }
-
-    #[test]
     fn grpc_statuses_map_to_http_statuses() {
         assert_eq!(http_status_of(GrpcStatus::Unavailable), 503);
         assert_eq!(http_status_of(GrpcStatus::ResourceExhausted), 429);
         assert_eq!(http_status_of(GrpcStatus::PermissionDenied), 403);
         assert_eq!(http_status_of(GrpcStatus::Internal), 500);
         assert_eq!(http_status_of(GrpcStatus::Ok), 200);
-    }
-
-    #[test]
-    fn percent_controls_and_non_ascii_are_encoded() {
-        assert_eq!(grpc_message_encode("100%"), "100%25");
-        assert_eq!(grpc_message_encode("a\nb\t\x7f"), "a%0Ab%09%7F");
-        assert_eq!(grpc_message_encode("café ☕"), "caf%C3%A9 %E2%98%95");
     }
 }

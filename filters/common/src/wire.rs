@@ -3,21 +3,9 @@
 //! a little-endian `u32` pair count, then a `u32` key length and `u32` value length per pair, then
 //! every key and value in order, each followed by a NUL byte.
 
-use std::fmt;
+use crate::bytes::{ByteReader, ByteWriter, DecodeError};
 
-/// A serialized header map that does not follow the format (truncated, or lengths that overflow).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MalformedHeaderMap {
-    reason: &'static str,
-}
-
-impl fmt::Display for MalformedHeaderMap {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed serialized header map: {}", self.reason)
-    }
-}
-
-impl std::error::Error for MalformedHeaderMap {}
+const WHAT: &str = "serialized header map";
 
 /// One header: raw name and raw value bytes.
 pub type HeaderPair = (Vec<u8>, Vec<u8>);
@@ -28,48 +16,41 @@ pub fn encode_header_map<K: AsRef<[u8]>, V: AsRef<[u8]>>(pairs: &[(K, V)]) -> Ve
         .iter()
         .map(|(k, v)| k.as_ref().len() + v.as_ref().len() + 2)
         .sum();
-    let mut out = Vec::with_capacity(4 + pairs.len() * 8 + payload);
-    out.extend_from_slice(&len_u32(pairs.len()).to_le_bytes());
+    let mut out = ByteWriter::with_capacity(4 + pairs.len() * 8 + payload);
+    out.u32(len_u32(pairs.len()));
     for (key, value) in pairs {
-        out.extend_from_slice(&len_u32(key.as_ref().len()).to_le_bytes());
-        out.extend_from_slice(&len_u32(value.as_ref().len()).to_le_bytes());
+        out.u32(len_u32(key.as_ref().len()))
+            .u32(len_u32(value.as_ref().len()));
     }
     for (key, value) in pairs {
-        out.extend_from_slice(key.as_ref());
-        out.push(0);
-        out.extend_from_slice(value.as_ref());
-        out.push(0);
+        out.bytes(key.as_ref()).u8(0).bytes(value.as_ref()).u8(0);
     }
-    out
+    out.into_vec()
 }
 
-/// Parses a serialized header map; empty input is an empty map. Never panics on bad input.
-pub fn decode_header_map(bytes: &[u8]) -> Result<Vec<HeaderPair>, MalformedHeaderMap> {
+/// Parses a serialized header map; empty input is an empty map. Input that does not follow the
+/// format exactly (truncated, lengths that overflow, missing NULs, trailing bytes) is an error,
+/// never a panic.
+pub fn decode_header_map(bytes: &[u8]) -> Result<Vec<HeaderPair>, DecodeError> {
     if bytes.is_empty() {
         return Ok(Vec::new());
     }
-    let count = read_u32(bytes, 0).ok_or(malformed("missing pair count"))?;
-    let count = usize::try_from(count).map_err(|_| malformed("pair count too large"))?;
-    let lengths_end = count
-        .checked_mul(8)
-        .and_then(|n| n.checked_add(4))
-        .filter(|&end| end <= bytes.len())
-        .ok_or(malformed("pair count exceeds the data"))?;
-    let mut pairs = Vec::with_capacity(count);
-    let mut cursor = lengths_end;
-    for index in 0..count {
-        let at = 4 + index * 8;
-        let key_len = read_len(bytes, at)?;
-        let value_len = read_len(bytes, at + 4)?;
-        let key = take_terminated(bytes, &mut cursor, key_len)?;
-        let value = take_terminated(bytes, &mut cursor, value_len)?;
+    let mut input = ByteReader::new(bytes, WHAT);
+    let count = input.u32()?;
+    let table_len = usize::try_from(count)
+        .ok()
+        .and_then(|count| count.checked_mul(8))
+        .ok_or_else(|| DecodeError::new(WHAT, format!("pair count {count} is too large")))?;
+    // The length table fits in the input, so `count` is small enough to allocate for.
+    let mut lengths = ByteReader::new(input.take(table_len)?, WHAT);
+    let mut pairs = Vec::with_capacity(table_len / 8);
+    for _ in 0..count {
+        let key = take_terminated(&mut input, lengths.u32()?)?;
+        let value = take_terminated(&mut input, lengths.u32()?)?;
         pairs.push((key.to_vec(), value.to_vec()));
     }
+    input.finish()?;
     Ok(pairs)
-}
-
-fn malformed(reason: &'static str) -> MalformedHeaderMap {
-    MalformedHeaderMap { reason }
 }
 
 fn len_u32(len: usize) -> u32 {
@@ -77,32 +58,15 @@ fn len_u32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
-fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    let word = bytes.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes([word[0], word[1], word[2], word[3]]))
-}
-
-fn read_len(bytes: &[u8], at: usize) -> Result<usize, MalformedHeaderMap> {
-    read_u32(bytes, at)
-        .and_then(|len| usize::try_from(len).ok())
-        .ok_or(malformed("truncated length table"))
-}
-
-fn take_terminated<'a>(
-    bytes: &'a [u8],
-    cursor: &mut usize,
-    len: usize,
-) -> Result<&'a [u8], MalformedHeaderMap> {
-    let end = cursor
-        .checked_add(len)
-        .filter(|&end| end < bytes.len())
-        .ok_or(malformed("entry runs past the end"))?;
-    let entry = &bytes[*cursor..end];
-    if bytes[end] != 0 {
-        return Err(malformed("entry is not NUL-terminated"));
+/// The next `len` bytes, which must be followed by a NUL.
+fn take_terminated<'a>(input: &mut ByteReader<'a>, len: u32) -> Result<&'a [u8], DecodeError> {
+    let len = usize::try_from(len)
+        .map_err(|_| DecodeError::new(WHAT, format!("entry length {len} is too large")))?;
+    let entry = input.take(len)?;
+    match input.u8()? {
+        0 => Ok(entry),
+        _ => Err(DecodeError::new(WHAT, "entry is not NUL-terminated")),
     }
-    *cursor = end + 1;
-    Ok(entry)
 }
 
 #[cfg(test)]
@@ -152,8 +116,11 @@ mod tests {
         let mut huge_len = encoded.clone();
         huge_len[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(decode_header_map(&huge_len).is_err());
-        let mut no_nul = encoded;
+        let mut no_nul = encoded.clone();
         no_nul[12 + 3] = b'!';
         assert!(decode_header_map(&no_nul).is_err());
+        let mut trailing = encoded;
+        trailing.push(0);
+        assert!(decode_header_map(&trailing).is_err());
     }
 }

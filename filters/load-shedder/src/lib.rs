@@ -9,14 +9,20 @@
 //! - [`histogram`]: the fixed-size latency histogram of a measurement window.
 //! - [`reject`]: the reply a shed request receives.
 //!
-//! On `wasm32` the private `glue` module adds the proxy-wasm root and HTTP contexts that apply
-//! the policy to Envoy's streams through one shared-data cell.
+//!
+//! [`worker`]: [`LoadShedder`], the filter on meshkit's filter kit: one worker's admission and
+//! release through one shared-data cell, plain Rust over the kit's `Host`, tested natively
+//! against the fake host. With the `standalone` feature (default) the crate is also
+//! `load_shedder.wasm`; the suite module links it without that feature.
 
 pub mod classify;
 pub mod config;
 pub mod histogram;
 pub mod policy;
 pub mod reject;
+pub mod worker;
 
-#[cfg(target_arch = "wasm32")]
-mod glue;
+pub use worker::LoadShedder;
+
+#[cfg(all(target_arch = "wasm32", feature = "standalone"))]
+meshkit::standalone_module!(LoadShedder);

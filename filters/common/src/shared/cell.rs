@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 /// with a nonzero cas makes a racing creator's write fail with `CasMismatch` instead of silently
 /// overwriting it. `u32::MAX` is the cas value issued last in Envoy's sequence, so it only
 /// matches a concurrently created key once every 2^32 - 1 writes.
-pub const CREATE_CAS: u32 = u32::MAX;
+const CREATE_CAS: u32 = u32::MAX;
 
 /// Why a read-modify-write of a shared value failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,48 +61,89 @@ impl From<DecodeError> for UpdateError {
     }
 }
 
-/// Operations on a shared value of type `T` stored under a key.
-#[derive(Debug)]
-pub struct SharedCell<T> {
+/// A shared value of type `T` under one key of a store: the store, the key and the retry bound of
+/// every read-modify-write.
+///
+/// The key may be owned (`String`, for a cell kept in worker state) or borrowed (`&str`, for a
+/// cell made per call around a store the host lends, which costs no allocation).
+///
+/// ```
+/// use meshkit::shared::{MemoryStore, SharedCell};
+/// let store = MemoryStore::new();
+/// let hits = SharedCell::<u64, _, _>::new(&store, "mesh/example/hits", 16);
+/// assert_eq!(hits.update(|current| current.unwrap_or(0) + 1), Ok(1));
+/// assert_eq!(hits.read(), Ok(Some(1)));
+/// ```
+pub struct SharedCell<T, S, K = String> {
+    store: S,
+    key: K,
+    max_retries: u32,
     _value: PhantomData<fn() -> T>,
 }
 
-impl<T: SharedValue> SharedCell<T> {
-    /// The value under `key`; `None` when the key is missing.
-    pub fn read<S: SharedStore + ?Sized>(store: &S, key: &str) -> Result<Option<T>, UpdateError> {
-        match store.get(key)? {
+impl<T, S, K: AsRef<str>> SharedCell<T, S, K> {
+    /// The value under `key` in `store`; updates retry a lost CAS race up to `max_retries` times
+    /// (so at most `max_retries + 1` attempts).
+    pub fn new(store: S, key: K, max_retries: u32) -> Self {
+        Self {
+            store,
+            key,
+            max_retries,
+            _value: PhantomData,
+        }
+    }
+}
+
+impl<T, S: fmt::Debug, K: fmt::Debug> fmt::Debug for SharedCell<T, S, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedCell")
+            .field("store", &self.store)
+            .field("key", &self.key)
+            .field("max_retries", &self.max_retries)
+            .finish()
+    }
+}
+
+impl<T, S: Clone, K: Clone> Clone for SharedCell<T, S, K> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            key: self.key.clone(),
+            max_retries: self.max_retries,
+            _value: PhantomData,
+        }
+    }
+}
+
+impl<T: SharedValue, S: SharedStore, K: AsRef<str>> SharedCell<T, S, K> {
+    /// The stored value; `None` when the key is missing.
+    pub fn read(&self) -> Result<Option<T>, UpdateError> {
+        match self.store.get(self.key.as_ref())? {
             Some((bytes, _)) => Ok(Some(T::decode(&bytes)?)),
             None => Ok(None),
         }
     }
 
-    /// Replaces the value under `key` with `f(current)`, retrying on `CasMismatch` up to
-    /// `max_retries` times (so at most `max_retries + 1` attempts); `f` runs once per attempt.
-    /// Returns the new value. When `f` leaves the stored encoding unchanged nothing is written,
-    /// so read-mostly updates neither pay for a write nor make other workers' CAS fail.
-    pub fn update<S, F>(store: &S, key: &str, max_retries: u32, mut f: F) -> Result<T, UpdateError>
+    /// Replaces the value with `f(current)`, retrying on `CasMismatch` up to the retry bound;
+    /// `f` runs once per attempt. Returns the new value. When `f` leaves the stored encoding
+    /// unchanged nothing is written, so read-mostly updates neither pay for a write nor make
+    /// other workers' CAS fail.
+    pub fn update<F>(&self, mut f: F) -> Result<T, UpdateError>
     where
-        S: SharedStore + ?Sized,
         F: FnMut(Option<T>) -> T,
     {
-        Self::try_update(store, key, max_retries, |current| Ok(f(current)))
+        self.try_update(|current| Ok(f(current)))
     }
 
     /// Like [`SharedCell::update`], but `f` may refuse the current value with an error, which
     /// ends the update without writing.
-    pub fn try_update<S, F>(
-        store: &S,
-        key: &str,
-        max_retries: u32,
-        mut f: F,
-    ) -> Result<T, UpdateError>
+    pub fn try_update<F>(&self, mut f: F) -> Result<T, UpdateError>
     where
-        S: SharedStore + ?Sized,
         F: FnMut(Option<T>) -> Result<T, UpdateError>,
     {
-        let attempts = max_retries.saturating_add(1);
+        let attempts = self.max_retries.saturating_add(1);
         for _ in 0..attempts {
-            let (current, stored, cas) = match store.get(key)? {
+            let (current, stored, cas) = match self.store.get(self.key.as_ref())? {
                 Some((bytes, cas)) => (Some(T::decode(&bytes)?), Some(bytes), cas),
                 None => (None, None, CREATE_CAS),
             };
@@ -111,7 +152,7 @@ impl<T: SharedValue> SharedCell<T> {
             if stored.as_deref() == Some(encoded.as_slice()) {
                 return Ok(next);
             }
-            match store.set(key, &encoded, cas) {
+            match self.store.set(self.key.as_ref(), &encoded, cas) {
                 Ok(()) => return Ok(next),
                 Err(StoreError::CasMismatch) => continue,
                 Err(err) => return Err(UpdateError::Store(err)),
@@ -157,25 +198,29 @@ pub(crate) mod tests {
         }
     }
 
+    fn cell<S: SharedStore>(store: S, max_retries: u32) -> SharedCell<u64, S, &'static str> {
+        SharedCell::new(store, "k", max_retries)
+    }
+
     #[test]
     fn update_creates_then_modifies() {
         let store = MemoryStore::new();
-        let first = SharedCell::<u64>::update(&store, "k", 0, |v| v.unwrap_or(10) + 1);
-        assert_eq!(first, Ok(11));
-        let second = SharedCell::<u64>::update(&store, "k", 0, |v| v.unwrap_or(10) + 1);
-        assert_eq!(second, Ok(12));
-        assert_eq!(SharedCell::<u64>::read(&store, "k"), Ok(Some(12)));
+        let cell = cell(&store, 0);
+        assert_eq!(cell.read(), Ok(None));
+        assert_eq!(cell.update(|v| v.unwrap_or(10) + 1), Ok(11));
+        assert_eq!(cell.update(|v| v.unwrap_or(10) + 1), Ok(12));
+        assert_eq!(cell.read(), Ok(Some(12)));
+        let owned = SharedCell::<u64, _>::new(&store, String::from("k"), 0);
+        assert_eq!(owned.read(), Ok(Some(12)));
     }
 
     #[test]
     fn an_update_that_changes_nothing_writes_nothing() {
         let store = MemoryStore::new();
-        SharedCell::<u64>::update(&store, "k", 0, |_| 4).unwrap();
+        let cell = cell(&store, 0);
+        cell.update(|_| 4).unwrap();
         let (_, cas_before) = store.get("k").unwrap().unwrap();
-        assert_eq!(
-            SharedCell::<u64>::update(&store, "k", 0, |v| v.unwrap_or(0)),
-            Ok(4)
-        );
+        assert_eq!(cell.update(|v| v.unwrap_or(0)), Ok(4));
         let (_, cas_after) = store.get("k").unwrap().unwrap();
         assert_eq!(
             cas_before, cas_after,
@@ -188,14 +233,15 @@ pub(crate) mod tests {
     #[test]
     fn retries_until_the_bound_then_reports_contention() {
         let store = RacingStore::losing(3);
+        let cell = cell(&store, 2);
         let mut calls = 0;
-        let result = SharedCell::<u64>::update(&store, "k", 2, |_| {
+        let result = cell.update(|_| {
             calls += 1;
             1
         });
         assert_eq!(result, Err(UpdateError::Contended { attempts: 3 }));
         assert_eq!(calls, 3);
-        assert_eq!(SharedCell::<u64>::update(&store, "k", 2, |_| 7), Ok(7));
+        assert_eq!(cell.update(|_| 7), Ok(7));
     }
 
     #[test]
@@ -207,14 +253,24 @@ pub(crate) mod tests {
             store.set("k", &9u64.encode(), CREATE_CAS),
             Err(StoreError::CasMismatch)
         );
-        assert_eq!(SharedCell::<u64>::read(&store, "k"), Ok(Some(5)));
+        assert_eq!(cell(&store, 0).read(), Ok(Some(5)));
+    }
+
+    #[test]
+    fn a_refused_update_writes_nothing() {
+        let store = MemoryStore::new();
+        let cell = cell(&store, 0);
+        cell.update(|_| 3).unwrap();
+        let refusal = UpdateError::Contended { attempts: 0 };
+        assert_eq!(cell.try_update(|_| Err(refusal.clone())), Err(refusal));
+        assert_eq!(cell.read(), Ok(Some(3)));
     }
 
     #[test]
     fn garbage_in_the_store_is_a_decode_error_and_is_left_alone() {
         let store = MemoryStore::new();
         store.set("k", b"not a number", 0).unwrap();
-        let result = SharedCell::<u64>::update(&store, "k", 4, |v| v.unwrap_or(0) + 1);
+        let result = cell(&store, 4).update(|v| v.unwrap_or(0) + 1);
         assert!(matches!(result, Err(UpdateError::Decode(_))));
         assert_eq!(store.get("k").unwrap().unwrap().0, b"not a number");
     }

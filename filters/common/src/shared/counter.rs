@@ -67,11 +67,6 @@ impl SharedCounter {
         self
     }
 
-    /// The shared-data key.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
     /// The amount this worker has counted but not yet written.
     pub fn pending(&self) -> u64 {
         self.pending
@@ -89,9 +84,8 @@ impl SharedCounter {
         let result = if delta == 0 {
             self.read(store)
         } else {
-            SharedCell::<u64>::update(store, &self.key, self.max_retries, |current| {
-                current.unwrap_or(0).saturating_add(delta)
-            })
+            self.cell(store)
+                .update(|current| current.unwrap_or(0).saturating_add(delta))
         };
         match result {
             Ok(total) => {
@@ -107,7 +101,14 @@ impl SharedCounter {
 
     /// The shared total (0 when never written); excludes every worker's pending amounts.
     pub fn read<S: SharedStore + ?Sized>(&self, store: &S) -> Result<u64, UpdateError> {
-        Ok(SharedCell::<u64>::read(store, &self.key)?.unwrap_or(0))
+        Ok(self.cell(store).read()?.unwrap_or(0))
+    }
+
+    fn cell<'a, S: SharedStore + ?Sized>(
+        &'a self,
+        store: &'a S,
+    ) -> SharedCell<u64, &'a S, &'a str> {
+        SharedCell::new(store, &self.key, self.max_retries)
     }
 }
 

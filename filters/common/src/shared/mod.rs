@@ -26,4 +26,4 @@ pub use keys::{KeyError, KeySpace};
 pub use store::HostSharedStore;
 pub use store::{MemoryStore, SharedStore, StoreError};
 pub use value::{DecodeError, SharedValue};
-pub use window::{SlidingWindowCounter, WindowConfigError, WindowState};
+pub use window::{SlidingWindowCounter, WindowConfigError};

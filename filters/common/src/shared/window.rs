@@ -5,6 +5,7 @@ use super::cell::{SharedCell, UpdateError};
 use super::counter::CounterUpdate;
 use super::store::SharedStore;
 use super::value::{DecodeError, SharedValue};
+use crate::bytes::{ByteReader, ByteWriter};
 use crate::clock::Timestamp;
 use std::fmt;
 use std::time::Duration;
@@ -19,7 +20,7 @@ const HEADER_LEN: usize = 8 + 8 + 4;
 /// Layout (little-endian): `u64` bucket width in nanoseconds, `u64` index of the newest bucket
 /// (`timestamp_nanos / width`), `u32` bucket count `n`, then `n` `u64` counts, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WindowState {
+struct WindowState {
     bucket_nanos: u64,
     newest_bucket: u64,
     counts: Vec<u64>,
@@ -27,7 +28,7 @@ pub struct WindowState {
 
 impl WindowState {
     /// An all-zero window of `buckets` buckets of `bucket_nanos` each, newest bucket `newest`.
-    pub fn new(bucket_nanos: u64, buckets: usize, newest_bucket: u64) -> Self {
+    fn new(bucket_nanos: u64, buckets: usize, newest_bucket: u64) -> Self {
         Self {
             bucket_nanos,
             newest_bucket,
@@ -35,24 +36,9 @@ impl WindowState {
         }
     }
 
-    /// The bucket width in nanoseconds.
-    pub fn bucket_nanos(&self) -> u64 {
-        self.bucket_nanos
-    }
-
-    /// The index of the newest bucket.
-    pub fn newest_bucket(&self) -> u64 {
-        self.newest_bucket
-    }
-
-    /// The counts, newest bucket first.
-    pub fn counts(&self) -> &[u64] {
-        &self.counts
-    }
-
     /// Records `n` events in bucket `bucket`, expiring buckets that fall out of the window.
     /// A bucket older than the newest one (the clock went backwards) counts as the newest.
-    pub fn record(&mut self, bucket: u64, n: u64) {
+    fn record(&mut self, bucket: u64, n: u64) {
         self.advance_to(bucket);
         if let Some(newest) = self.counts.first_mut() {
             *newest = newest.saturating_add(n);
@@ -61,7 +47,7 @@ impl WindowState {
 
     /// The number of events in the window ending with bucket `bucket` (at least the newest
     /// stored bucket, so a clock that went backwards sees the whole stored window).
-    pub fn sum_at(&self, bucket: u64) -> u64 {
+    fn sum_at(&self, bucket: u64) -> u64 {
         let age = bucket.saturating_sub(self.newest_bucket);
         let live = usize::try_from(age)
             .ok()
@@ -89,47 +75,31 @@ impl WindowState {
 
 impl SharedValue for WindowState {
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.counts.len() * 8);
-        out.extend_from_slice(&self.bucket_nanos.to_le_bytes());
-        out.extend_from_slice(&self.newest_bucket.to_le_bytes());
-        let len = u32::try_from(self.counts.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&len.to_le_bytes());
+        let mut out = ByteWriter::with_capacity(HEADER_LEN + self.counts.len() * 8);
+        out.u64(self.bucket_nanos)
+            .u64(self.newest_bucket)
+            .u32(u32::try_from(self.counts.len()).unwrap_or(u32::MAX));
         for count in &self.counts {
-            out.extend_from_slice(&count.to_le_bytes());
+            out.u64(*count);
         }
-        out
+        out.into_vec()
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let error = |reason: String| DecodeError::new("WindowState", reason);
-        if bytes.len() < HEADER_LEN {
-            return Err(error(format!(
-                "expected at least {HEADER_LEN} bytes, got {}",
-                bytes.len()
-            )));
-        }
-        let (header, body) = bytes.split_at(HEADER_LEN);
-        let bucket_nanos = u64::decode(&header[..8])?;
-        let newest_bucket = u64::decode(&header[8..16])?;
-        let mut len = [0u8; 4];
-        len.copy_from_slice(&header[16..]);
-        let buckets = u32::from_le_bytes(len);
+        let mut input = ByteReader::new(bytes, "WindowState");
+        let bucket_nanos = input.u64()?;
+        let newest_bucket = input.u64()?;
+        let buckets = input.u32()?;
         if bucket_nanos == 0 || buckets == 0 || buckets > MAX_BUCKETS {
-            return Err(error(format!(
-                "bad window shape: {buckets} buckets of {bucket_nanos} ns"
-            )));
+            return Err(DecodeError::new(
+                "WindowState",
+                format!("bad window shape: {buckets} buckets of {bucket_nanos} ns"),
+            ));
         }
-        if body.len() != buckets as usize * 8 {
-            return Err(error(format!(
-                "{buckets} buckets need {} bytes of counts, got {}",
-                buckets as usize * 8,
-                body.len()
-            )));
-        }
-        let counts = body
-            .chunks_exact(8)
-            .map(u64::decode)
+        let counts = (0..buckets)
+            .map(|_| input.u64())
             .collect::<Result<Vec<_>, _>>()?;
+        input.finish()?;
         Ok(Self {
             bucket_nanos,
             newest_bucket,
@@ -214,16 +184,6 @@ impl SlidingWindowCounter {
         self
     }
 
-    /// The shared-data key.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// The width of one bucket.
-    pub fn bucket_width(&self) -> Duration {
-        Duration::from_nanos(self.bucket_nanos)
-    }
-
     /// Events this worker has counted but not yet written.
     pub fn pending(&self) -> u64 {
         self.pending
@@ -249,15 +209,16 @@ impl SlidingWindowCounter {
         } else {
             let bucket = self.bucket_of(now);
             let (bucket_nanos, buckets) = (self.bucket_nanos, self.buckets);
-            SharedCell::<WindowState>::try_update(store, &self.key, self.max_retries, |current| {
-                let mut state = match current {
-                    Some(state) => check_shape(state, bucket_nanos, buckets)?,
-                    None => WindowState::new(bucket_nanos, buckets as usize, bucket),
-                };
-                state.record(bucket, delta);
-                Ok(state)
-            })
-            .map(|state| state.sum_at(bucket))
+            self.cell(store)
+                .try_update(|current| {
+                    let mut state = match current {
+                        Some(state) => check_shape(state, bucket_nanos, buckets)?,
+                        None => WindowState::new(bucket_nanos, buckets as usize, bucket),
+                    };
+                    state.record(bucket, delta);
+                    Ok(state)
+                })
+                .map(|state| state.sum_at(bucket))
         };
         match result {
             Ok(total) => {
@@ -278,13 +239,20 @@ impl SlidingWindowCounter {
         store: &S,
         now: Timestamp,
     ) -> Result<u64, UpdateError> {
-        match SharedCell::<WindowState>::read(store, &self.key)? {
+        match self.cell(store).read()? {
             Some(state) => {
                 let state = check_shape(state, self.bucket_nanos, self.buckets)?;
                 Ok(state.sum_at(self.bucket_of(now)))
             }
             None => Ok(0),
         }
+    }
+
+    fn cell<'a, S: SharedStore + ?Sized>(
+        &'a self,
+        store: &'a S,
+    ) -> SharedCell<WindowState, &'a S, &'a str> {
+        SharedCell::new(store, &self.key, self.max_retries)
     }
 
     fn bucket_of(&self, now: Timestamp) -> u64 {

@@ -1,0 +1,53 @@
+//! The suite's table of filters and its configuration, natively against the kit's fake host.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use meshkit::kit::fake::FakeHost;
+use meshkit::kit::Chain;
+
+#[test]
+fn every_filter_of_the_suite_has_a_distinct_name() {
+    let names: Vec<_> = mesh_suite::factories().iter().map(|f| f.name()).collect();
+    let mut unique = names.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "{names:?}");
+    assert!(names.contains(&"load-shedder"));
+}
+
+#[test]
+fn the_suite_runs_the_configured_sections_in_order() {
+    let host = FakeHost::new();
+    let config = r#"{"filters":[
+        {"filter":"load-shedder","name":"first"},
+        {"filter":"load-shedder","name":"second","config":{"dry_run":true}}]}"#;
+    let chain = Chain::suite(
+        &mesh_suite::factories(),
+        Some(config.as_bytes()),
+        &host,
+        "mesh",
+    )
+    .unwrap();
+    assert_eq!(chain.filter_names(), ["load-shedder", "load-shedder"]);
+    assert!(host
+        .metric_names()
+        .contains(&"mesh.load_shedder.first.limit".to_owned()));
+    assert!(host
+        .metric_names()
+        .contains(&"mesh.load_shedder.second.limit".to_owned()));
+}
+
+#[test]
+fn a_bad_section_names_its_field_and_value() {
+    let host = FakeHost::new();
+    let config = r#"{"filters":[{"filter":"load-shedder","config":{"limit":{"min_limit":0}}}]}"#;
+    let err = Chain::suite(
+        &mesh_suite::factories(),
+        Some(config.as_bytes()),
+        &host,
+        "mesh",
+    )
+    .err()
+    .unwrap();
+    assert_eq!(err.path, "filters[0].config.limit.min_limit");
+    assert_eq!(err.value, "0");
+}

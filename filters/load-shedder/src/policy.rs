@@ -54,8 +54,9 @@
 use crate::classify::Rank;
 use crate::config::{ShedderConfig, MAX_DECREASE_CEILING};
 use crate::histogram::{self, LatencyHistogram};
+use meshkit::bytes::{ByteReader, ByteWriter, DecodeError};
 use meshkit::clock::Timestamp;
-use meshkit::shared::{DecodeError, SharedValue};
+use meshkit::shared::SharedValue;
 use std::time::Duration;
 
 /// Fixed-point scale of the per-rank shares (1.0 == `SHARE_ONE`).
@@ -348,11 +349,12 @@ impl SharedState {
     }
 
     /// The in-flight count below which a request of `rank` is admitted: its share of the limit;
-    /// in slow start its share of twice the limit, and at least the whole limit.
+    /// in slow start its share of twice the limit (at most `max_limit`).
     fn threshold(&self, policy: &Policy, rank: Rank) -> u32 {
         let limit = self.limit(policy);
         if self.slow_start {
-            policy.threshold(limit.saturating_mul(2), rank).max(limit)
+            let ahead = limit.saturating_mul(2).min(policy.max_limit);
+            policy.threshold(ahead, rank)
         } else {
             policy.threshold(limit, rank)
         }
@@ -564,80 +566,77 @@ impl SharedValue for SharedState {
     /// refused), in_flight u32, limit u32, window peak u32, window grown-from u32, window
     /// start u64 (ns), pending cut (from u32, 0 = none; latency u32 µs; at u64 ns), unqueued
     /// latency u32 µs (`u32::MAX` = none) and its expiry u64 ns, the last window's queueing
-    /// latency u32 µs (0 = none), baseline newest slot u64 +
-    /// 4 × u32 minima (µs, `u32::MAX` = empty), then the window histogram.
+    /// latency u32 µs (0 = none), baseline newest slot u64 + 4 × u32 minima (µs, `u32::MAX` =
+    /// empty), then the window histogram.
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::ENCODED_LEN);
-        out.push(Self::FORMAT_VERSION);
-        out.push(u8::from(self.slow_start) | u8::from(self.window_refused) << 1);
-        for word in [
-            self.in_flight,
-            self.limit,
-            self.window_peak_in_flight,
-            self.window_grown_from,
-        ] {
-            out.extend_from_slice(&word.to_le_bytes());
-        }
-        out.extend_from_slice(&self.window_start_nanos.to_le_bytes());
+        let mut out = ByteWriter::with_capacity(Self::ENCODED_LEN);
+        out.u8(Self::FORMAT_VERSION)
+            .u8(u8::from(self.slow_start) | u8::from(self.window_refused) << 1)
+            .u32(self.in_flight)
+            .u32(self.limit)
+            .u32(self.window_peak_in_flight)
+            .u32(self.window_grown_from)
+            .u64(self.window_start_nanos);
         let cut = self.pending_cut.unwrap_or(PendingCut {
             from: 0,
             latency_micros: 0,
             at_nanos: 0,
         });
-        out.extend_from_slice(&cut.from.to_le_bytes());
-        out.extend_from_slice(&cut.latency_micros.to_le_bytes());
-        out.extend_from_slice(&cut.at_nanos.to_le_bytes());
+        out.u32(cut.from).u32(cut.latency_micros).u64(cut.at_nanos);
         let unqueued = self.unqueued.unwrap_or(Unqueued {
             micros: EMPTY_SLOT,
             until_nanos: 0,
         });
-        out.extend_from_slice(&unqueued.micros.to_le_bytes());
-        out.extend_from_slice(&unqueued.until_nanos.to_le_bytes());
-        out.extend_from_slice(&self.queueing_micros.to_le_bytes());
-        self.baseline.encode_into(&mut out);
+        out.u32(unqueued.micros)
+            .u64(unqueued.until_nanos)
+            .u32(self.queueing_micros)
+            .u64(self.baseline.newest_slot);
+        for minimum in self.baseline.minima {
+            out.u32(minimum);
+        }
         self.window_latency.encode_into(&mut out);
-        out
+        out.into_vec()
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let error = |reason: String| DecodeError::new("load-shedder SharedState", reason);
-        if bytes.len() != Self::ENCODED_LEN {
-            return Err(error(format!(
-                "expected {} bytes, got {}",
-                Self::ENCODED_LEN,
-                bytes.len()
-            )));
-        }
-        let mut reader = Reader { bytes, at: 0 };
-        let version = reader.u8();
+        let what = "load-shedder SharedState";
+        let mut input = ByteReader::new(bytes, what);
+        let version = input.u8()?;
         if version != Self::FORMAT_VERSION {
-            return Err(error(format!("unknown format version {version}")));
+            return Err(DecodeError::new(
+                what,
+                format!("unknown format version {version}"),
+            ));
         }
-        let flags = reader.u8();
+        let flags = input.u8()?;
         if flags > 0b11 {
-            return Err(error(format!("unknown flags {flags:#04x}")));
+            return Err(DecodeError::new(
+                what,
+                format!("unknown flags {flags:#04x}"),
+            ));
         }
-        let in_flight = reader.u32();
-        let limit = reader.u32();
-        let window_peak_in_flight = reader.u32();
-        let window_grown_from = reader.u32();
-        let window_start_nanos = reader.u64();
+        let in_flight = input.u32()?;
+        let limit = input.u32()?;
+        let window_peak_in_flight = input.u32()?;
+        let window_grown_from = input.u32()?;
+        let window_start_nanos = input.u64()?;
         let cut = PendingCut {
-            from: reader.u32(),
-            latency_micros: reader.u32(),
-            at_nanos: reader.u64(),
+            from: input.u32()?,
+            latency_micros: input.u32()?,
+            at_nanos: input.u64()?,
         };
         let unqueued = Unqueued {
-            micros: reader.u32(),
-            until_nanos: reader.u64(),
+            micros: input.u32()?,
+            until_nanos: input.u64()?,
         };
-        let queueing_micros = reader.u32();
-        let baseline = BaselineFilter {
-            newest_slot: reader.u64(),
-            minima: [reader.u32(), reader.u32(), reader.u32(), reader.u32()],
-        };
-        let window_latency = LatencyHistogram::decode(reader.rest())
-            .ok_or_else(|| error("truncated latency histogram".to_owned()))?;
+        let queueing_micros = input.u32()?;
+        let newest_slot = input.u64()?;
+        let mut minima = [EMPTY_SLOT; BASELINE_SLOTS];
+        for minimum in &mut minima {
+            *minimum = input.u32()?;
+        }
+        let window_latency = LatencyHistogram::decode(&mut input)?;
+        input.finish()?;
         Ok(SharedState {
             in_flight,
             limit,
@@ -647,7 +646,10 @@ impl SharedValue for SharedState {
             window_refused: flags & 2 != 0,
             window_grown_from,
             window_latency,
-            baseline,
+            baseline: BaselineFilter {
+                newest_slot,
+                minima,
+            },
             pending_cut: (cut.from != 0).then_some(cut),
             unqueued: (unqueued.micros != EMPTY_SLOT).then_some(unqueued),
             queueing_micros,
@@ -710,47 +712,6 @@ impl BaselineFilter {
             .copied()
             .filter(|&m| m != EMPTY_SLOT)
             .min()
-    }
-
-    fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.newest_slot.to_le_bytes());
-        for minimum in self.minima {
-            out.extend_from_slice(&minimum.to_le_bytes());
-        }
-    }
-}
-
-/// Reads fixed-size little-endian fields from a buffer whose length was checked up front;
-/// reads past the end yield zeros rather than panicking.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0; N];
-        if let Some(chunk) = self.bytes.get(self.at..self.at + N) {
-            out.copy_from_slice(chunk);
-        }
-        self.at += N;
-        out
-    }
-
-    fn u8(&mut self) -> u8 {
-        self.take::<1>()[0]
-    }
-
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes(self.take())
-    }
-
-    fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(self.take())
-    }
-
-    fn rest(&self) -> &[u8] {
-        self.bytes.get(self.at..).unwrap_or_default()
     }
 }
 

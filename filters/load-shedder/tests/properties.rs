@@ -120,12 +120,17 @@ fn run(
                 if config.dry_run {
                     prop_assert_ne!(admission, Admission::Shed);
                 }
-                if slow_start && admission != Admission::Admitted {
-                    // Before the first cut, shares do not apply: only a full limit refuses.
+                if !config.dry_run {
                     prop_assert!(
-                        state.in_flight()
-                            >= state.limit(&policy) - u32::from(admission.is_admitted())
+                        state.in_flight() <= config.limit.max_limit,
+                        "over max_limit"
                     );
+                }
+                let highest = rank.criticality == Criticality::CriticalPlus && rank.first_attempt;
+                if slow_start && highest && admission != Admission::Admitted {
+                    // Before the first cut, the highest rank is refused only at a full limit.
+                    let before = state.in_flight() - u32::from(admission.is_admitted());
+                    prop_assert!(before >= state.limit(&policy));
                 }
                 if admission.is_admitted() {
                     outstanding.push(now);

@@ -5,51 +5,106 @@
 //! # Algorithm
 //!
 //! The limit is a delay-based AIMD controller (TCP Vegas' queue signal, Envoy's gradient,
-//! BBR's windowed minimum), run in measurement windows:
+//! BBR's windowed minimum), run in measurement windows, whose every cut is checked against
+//! what it did to latency:
 //!
 //! * **Samples.** Every release records the request's latency into the current window's
 //!   histogram. Successes always count; errors, resets and local replies count only when they
-//!   are at least as slow as the no-load latency, so fast failures cannot make an overloaded
-//!   service look healthy while slow failures (timeouts, slow 5xx) still count as slow.
+//!   are at least as slow as the smallest recent window latency, so fast failures cannot make
+//!   an overloaded service look healthy while slow failures (timeouts, slow 5xx) still count.
+//!   A zero latency is no sample: the glue measures on the host's wall clock, and only a clock
+//!   stepping back between admission and release yields zero (such samples would pin the
+//!   no-load latency at ~1 µs and the limit at its floor for the whole baseline window).
 //! * **Windows** close on the release that finds the window at least `window_ms` old with at
-//!   least `window_min_samples` samples, or as soon as it holds `window_max_samples` samples. So
-//!   a busy service adapts every few hundred requests and a service seeing one request per
+//!   least `window_min_samples` samples, or as soon as it holds `window_max_samples` samples.
+//!   So a busy service adapts every few hundred requests and a service seeing one request per
 //!   second adapts on every request (Envoy's gradient controller needs a fixed number of
 //!   requests per sample and stalls at low rates). Whichever worker closes a window applies the
-//!   update inside the same pure function, so the update happens exactly once.
+//!   update inside the same pure function, so the update happens exactly once. The very first
+//!   window closes as soon as it holds `initial_limit` samples: those requests started on an
+//!   idle service, so even a flood arriving with the first request cannot put its queue into
+//!   the first no-load latency. A release timestamped more than a window before the open
+//!   window's start means the clock stepped back: every time reference restarts there, so
+//!   windows keep closing.
 //! * **No-load latency** (the baseline) is the smallest window latency (window quantile
 //!   `latency_quantile`) seen in the last `baseline_window_ms` (to 4/3 of it), kept as four
-//!   minima of a third of that window each.
-//!   It is never re-measured by pinning the limit low (Envoy's periodic minimum-RTT phase is
-//!   what produces its 503 bursts): every decrease below cuts the limit to roughly the point
-//!   where the queue drains, so under sustained overload the windows right after each decrease
-//!   measure the no-load latency again. When the service itself becomes slower, old minima age
-//!   out and the baseline follows within `baseline_window_ms`. Because the baseline is a
-//!   minimum, not an average, it does not follow rising queueing latency (Gradient2's long-term
-//!   average does, which lets its limit drift up under mild overload).
-//! * **Decrease.** With `ratio = window latency / baseline`: if `ratio > 1 + tolerance` the
-//!   limit is multiplied by `1 / ratio` (the in-flight count at which that latency would have
-//!   had no queue); if `latency_target_ms` is set and exceeded the limit is multiplied by
-//!   `target / latency`, whatever the baseline says. The smaller factor applies, clamped to
-//!   `[max_decrease, 0.9]`. A window in which the limit was not in use (see below) shrinks the
-//!   limit no lower than its demand (`peak / utilization`, or the peak itself when the latency
-//!   target is exceeded), so a slowdown that our concurrency did not cause cannot make the
-//!   shedder refuse work by itself.
-//! * **Increase** only when the window used the limit — some request was refused (or would have
-//!   been, in dry run), or the peak in-flight count reached `utilization × limit` — and latency
-//!   is within tolerance: doubling until the first decrease (slow start from the
-//!   deliberately small `initial_limit`, which keeps the first baseline free of queueing), then
-//!   `+ sqrt(limit)` per window. An app-limited service's limit never drifts up.
-//! * The limit is always kept within `[min_limit, max_limit]`.
+//!   minima of a third of that window each, raised to the *unqueued latency* while one is known
+//!   (below). It is never re-measured by pinning the limit low (Envoy's periodic minimum-RTT
+//!   phase is what produces its 503 bursts): under sustained overload every verified cut
+//!   brings the limit to roughly where the queue drains, and those windows measure the no-load
+//!   latency again. Because the baseline is a minimum, not an average, it does not follow rising
+//!   queueing latency (Gradient2's long-term average does, which lets its limit drift up under
+//!   mild overload).
+//! * **Decrease.** With `ratio = window latency / baseline`, a window *queues* if
+//!   `ratio > 1 + tolerance`. A queueing window cuts the limit by `1 / ratio` (the in-flight
+//!   count at which that latency would have had no queue); if `latency_target_ms` is set and
+//!   exceeded the limit is cut by `target / latency` too, whatever the baseline says. The
+//!   smaller factor applies, clamped to `[max_decrease, 0.9]`. A window in which the limit was
+//!   not in use (see below) shrinks the limit no lower than its demand (`peak / utilization`,
+//!   or the peak itself when the target is exceeded), so a slowdown that our concurrency did not
+//!   cause cannot make the shedder refuse work by itself.
+//! * **Every queueing cut is verified.** The window after a cut records only requests admitted
+//!   after the cut, and judges it: had the latency been queueing that our concurrency causes,
+//!   the cut (keeping `kept` of the limit) would have lowered it about in proportion. If the
+//!   latency fell by less than half of that (`latency ≥ cut latency × (1 + kept) / 2`) and is
+//!   still not within tolerance of the baseline, it was not queueing: the cut is undone (the
+//!   limit goes back up) and the higher of the latency it was to lower and the latency after
+//!   it becomes the *unqueued latency*, the no-load latency under the present conditions, for
+//!   `baseline_window_ms`.
+//!   Its expiry re-tests it with one cut. A window at `min_limit` (or held up by its demand)
+//!   that queues cannot cut at all; its latency becomes the unqueued latency the same way. The
+//!   operator's `latency_target_ms` is absolute: its cuts are not verified.
+//! * **Persistence.** While an unqueued latency is known, latency is known to vary for reasons
+//!   other than our concurrency (a busy host, a slow dependency), and a single slow window is
+//!   as likely the host as queueing: then a window cuts only when the window before it queued
+//!   too, and the cut must lower the smaller of the two. A single queueing window holds the
+//!   limit, never grows it.
+//! * **Increase** only when the window used the limit — some request was refused (or would
+//!   have been, in dry run), slow start grew it on demand, or the peak in-flight count reached
+//!   `utilization × limit` — and latency is within tolerance: doubling until the first cut (slow
+//!   start), then `+ sqrt(limit)` per window. An app-limited service's limit never drifts up.
+//! * **Slow start** (until the first cut) starts from the deliberately small `initial_limit`,
+//!   a guess rather than a measurement. So that nothing is refused below the service's
+//!   capacity while the limit is still growing towards it: each rank may fill its share of
+//!   *twice* the limit (at most `max_limit`), which lets `sheddable` work (share 0.5 by
+//!   default) use the whole limit while higher ranks keep their headroom above it; and a request
+//!   that finds its share full doubles the limit on the spot instead of being refused, once per
+//!   window and not after a queueing window. A window that grew on demand and then queued takes
+//!   that growth back before it cuts.
+//! * The limit is always kept within `[min_limit, max_limit]`, and the in-flight count never
+//!   exceeds `max_limit` (outside dry run).
+//!
+//! # Why verify cuts
+//!
+//! A delay-based controller reads latency above its baseline as queueing it causes. When the
+//! latency has another cause, every window cuts again and the limit falls to its floor, where
+//! it stays: issue 13 saw the demo's limit locked at 4–6 while the sidecar, busy answering
+//! 18,000 rejections a second, added its own delay to every request (window latency 2.5× the
+//! baseline whatever the limit); a lower limit meant more rejections and a busier proxy, so the
+//! state was self-sustaining. Asking whether a cut lowered latency tells the two causes apart
+//! directly, at the cost of one window at a lower limit. The alternatives considered:
+//!
+//! * Measuring the service's own latency (Envoy's `x-envoy-upstream-service-time`, or time to
+//!   the response headers) does not remove the busy proxy's delay: that header spans the
+//!   router's event loop on both sides of the upstream call, and in the collapsed demo it read
+//!   100–300 ms against a 10 ms service. It is also in whole milliseconds and absent from local
+//!   replies and resets.
+//! * A floor from the throughput served (Little's law, `served rate × no-load latency`) needs
+//!   the no-load latency to turn throughput into concurrency; with the proxy's delay inflating
+//!   latency, the rate served at the floor is set by the floor itself, so the floor decays with
+//!   every memory period. And it would stop legitimate cuts when the service itself slows down.
+//! * Probing upward on a schedule does not tell the controller that the latency is not its
+//!   own: the probe's window still shows the same latency, and the next window cuts again.
 //!
 //! # Criticality
 //!
 //! Each [`Rank`] may fill a share of the limit: a request is admitted while the in-flight count
-//! is below `max(1, share × limit)`. Shares are non-increasing from `critical-plus` down to
-//! `sheddable` and a retry's share lies between its criticality's and the next lower one's, so
-//! under any load a lower rank is refused whenever a higher rank would be. A window in which
-//! only low ranks were refused still counts as using the limit, so the limit grows to the
-//! service's capacity even when most traffic is sheddable.
+//! is below `max(1, share × limit)` (`share × min(2 × limit, max_limit)` in slow start). Shares
+//! are non-increasing from `critical-plus` down to `sheddable` and a retry's share lies between
+//! its criticality's and the next lower one's, so under any load a lower rank is refused
+//! whenever a higher rank would be. A window in which only low ranks were refused still counts
+//! as using the limit, so the limit grows to the service's capacity even when most traffic is
+//! sheddable.
 
 use crate::classify::Rank;
 use crate::config::{ShedderConfig, MAX_DECREASE_CEILING};

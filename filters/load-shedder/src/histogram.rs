@@ -92,9 +92,11 @@ impl LatencyHistogram {
 
     /// Appends the little-endian encoding ([`ENCODED_LEN`] bytes: one `u16` per bucket).
     pub fn encode_into(&self, out: &mut ByteWriter) {
-        for count in &self.counts {
-            out.bytes(&count.to_le_bytes());
+        let mut bytes = [0u8; ENCODED_LEN];
+        for (pair, count) in bytes.chunks_exact_mut(2).zip(&self.counts) {
+            pair.copy_from_slice(&count.to_le_bytes());
         }
+        out.bytes(&bytes);
     }
 
     /// Reads the [`ENCODED_LEN`] bytes [`LatencyHistogram::encode_into`] wrote.

@@ -44,16 +44,24 @@
 //!   or the peak itself when the target is exceeded), so a slowdown that our concurrency did not
 //!   cause cannot make the shedder refuse work by itself.
 //! * **Every queueing cut is verified.** The window after a cut records only requests admitted
-//!   after the cut, and judges it: had the latency been queueing that our concurrency causes,
-//!   the cut (keeping `kept` of the limit) would have lowered it about in proportion. If the
-//!   latency fell by less than half of that (`latency ≥ cut latency × (1 + kept) / 2`) and is
-//!   still not within tolerance of the baseline, it was not queueing: the cut is undone (the
-//!   limit goes back up) and the higher of the latency it was to lower and the latency after
-//!   it becomes the *unqueued latency*, the no-load latency under the present conditions, for
-//!   `baseline_window_ms`.
-//!   Its expiry re-tests it with one cut. A window at `min_limit` (or held up by its demand)
-//!   that queues cannot cut at all; its latency becomes the unqueued latency the same way. The
-//!   operator's `latency_target_ms` is absolute: its cuts are not verified.
+//!   after the cut, and judges it. Had the latency been queueing that our concurrency causes,
+//!   the cut (keeping `kept` of the limit) would have lowered it about in proportion while the
+//!   throughput (requests ended per second) held, the service being the bottleneck. If instead
+//!   the latency fell by less than half of that and is still not within tolerance of the
+//!   baseline, *and* the throughput fell by more than a quarter of the cut's share (our limit
+//!   was the bottleneck; requests admitted before the cut still end early in the window), it
+//!   was not queueing: the cut is undone (the limit goes back up) and the latency it was to
+//!   lower becomes the *unqueued latency*, the no-load latency under the present conditions,
+//!   for `baseline_window_ms`. The throughput keeps an overload's onset from looking like
+//!   that: there latency still rises for a while after a cut (the queue ahead is served
+//!   first) but the service's throughput holds. When the unqueued latency expires while latency
+//!   is still above tolerance of the smallest recent window latency, one cut (by
+//!   `max_decrease`) re-tests it: not lowered, it is renewed and the cut undone; lowered, the
+//!   latency after the cut (if lower) is renewed as the unqueued latency. (With the limit not
+//!   in use there is nothing to test: the window's latency is renewed as it is.) A window at
+//!   `min_limit` (or held up by its demand) that queues cannot cut at all; its latency becomes
+//!   the unqueued latency the same way. The operator's `latency_target_ms` is absolute: its
+//!   cuts are not verified.
 //! * **Persistence.** While an unqueued latency is known, latency is known to vary for reasons
 //!   other than our concurrency (a busy host, a slow dependency), and a single slow window is
 //!   as likely the host as queueing: then a window cuts only when the window before it queued
@@ -250,6 +258,10 @@ pub struct WindowClosed {
     pub baseline: Duration,
     /// Latency samples in the window.
     pub samples: u32,
+    /// Requests that ended in the window (samples or not): with `duration`, its throughput.
+    pub released: u32,
+    /// How long the window was open.
+    pub duration: Duration,
     /// What the window did to the limit.
     pub action: LimitAction,
 }
@@ -264,6 +276,8 @@ pub enum LimitAction {
     Hold,
     /// Queueing, or latency over the target: the limit was cut (unless it could not fall).
     Cut,
+    /// A latency known not to be caused by the limit expired: one cut tests it again.
+    Retest,
     /// The previous cut did not lower latency: the cut was undone and that latency taken as
     /// not caused by our concurrency.
     UndoCut,
@@ -286,6 +300,8 @@ pub struct SharedState {
     window_refused: bool,
     /// Slow start only: the limit before the window doubled it on demand; 0 if it did not.
     window_grown_from: u32,
+    /// Requests the window saw end (its throughput, with its duration).
+    window_releases: u32,
     window_latency: LatencyHistogram,
     baseline: BaselineFilter,
     /// The last cut, until the window that judges it closes.
@@ -305,6 +321,11 @@ struct PendingCut {
     latency_micros: u32,
     /// When the cut happened: only requests admitted after it measure its effect.
     at_nanos: u64,
+    /// Requests that ended in the window that cut, and its duration: its throughput.
+    releases: u32,
+    duration_nanos: u64,
+    /// The cut re-tests an expired unqueued latency.
+    retest: bool,
 }
 
 /// A latency shown not to be queueing caused by our concurrency.
@@ -322,7 +343,8 @@ impl SharedState {
     pub const ENCODED_LEN: usize = 2
         + 4 * 4
         + 8
-        + (4 + 4 + 8)
+        + 4
+        + (4 + 4 + 8 + 4 + 8)
         + (4 + 8)
         + 4
         + BaselineFilter::ENCODED_LEN
@@ -338,6 +360,7 @@ impl SharedState {
             window_peak_in_flight: 0,
             window_refused: false,
             window_grown_from: 0,
+            window_releases: 0,
             window_latency: LatencyHistogram::default(),
             baseline: BaselineFilter::default(),
             pending_cut: None,
@@ -426,6 +449,7 @@ impl SharedState {
         outcome: Outcome,
     ) -> Option<WindowClosed> {
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.window_releases = self.window_releases.saturating_add(1);
         let now = now.as_nanos();
         if now.saturating_add(policy.window_nanos) < self.window_start_nanos {
             self.clock_stepped_back(policy, now);
@@ -485,7 +509,10 @@ impl SharedState {
         let peak = self.window_peak_in_flight;
         let refused = self.window_refused;
         let grown_from = self.window_grown_from;
+        let releases = self.window_releases;
+        let duration_nanos = now.saturating_sub(self.window_start_nanos).max(1);
         self.window_start_nanos = now;
+        self.window_releases = 0;
         self.window_peak_in_flight = self.in_flight;
         self.window_refused = false;
         self.window_grown_from = 0;
@@ -497,7 +524,20 @@ impl SharedState {
 
         self.baseline
             .observe(now, policy.baseline_slot_nanos, observed);
-        self.unqueued = self.unqueued.filter(|unqueued| now < unqueued.until_nanos);
+        // An expired unqueued latency is dropped once latency is back within tolerance of the
+        // smallest recent window latency; otherwise the next cut re-tests it.
+        let mut retest = false;
+        if self.unqueued.is_some_and(|u| now >= u.until_nanos) {
+            let normal = self
+                .baseline
+                .min()
+                .is_some_and(|min| observed as f64 <= (1.0 + policy.tolerance) * f64::from(min));
+            if normal {
+                self.unqueued = None;
+            } else {
+                retest = self.pending_cut.is_none();
+            }
+        }
         let baseline = self
             .baseline()
             .map_or(u64::from(EMPTY_SLOT - 1), |b| {
@@ -505,6 +545,14 @@ impl SharedState {
             })
             .max(1);
         let previous_limit = self.limit(policy);
+        // Demand met the limit: a refusal, an on-demand growth, or a high enough peak.
+        let in_use = refused
+            || grown_from > 0
+            || f64::from(peak) >= policy.utilization * f64::from(previous_limit);
+        let renewed = |micros| Unqueued {
+            micros,
+            until_nanos: now.saturating_add(policy.baseline_window_nanos),
+        };
         let closed = |limit, action| {
             Some(WindowClosed {
                 previous_limit,
@@ -512,32 +560,68 @@ impl SharedState {
                 latency: Duration::from_micros(observed),
                 baseline: Duration::from_micros(baseline),
                 samples,
+                released: releases,
+                duration: Duration::from_nanos(duration_nanos),
                 action,
             })
         };
 
         if let Some(cut) = self.pending_cut.take() {
-            // The cut kept `kept` of the limit; had the latency been queueing, it would have
-            // fallen about as much. Falling by less than half of that, and still not within
-            // tolerance of the no-load latency, it was not queueing.
+            // The cut kept `kept` of the limit. Had the latency been queueing our concurrency
+            // causes, it would have fallen about as much while the throughput held (the service
+            // was the bottleneck). If the latency fell by less than half of that and is still
+            // not within tolerance, while the throughput fell by more than half as much (our
+            // limit was the bottleneck), it was not queueing.
             let kept = f64::from(previous_limit) / f64::from(cut.from.max(1));
-            let expected = f64::from(cut.latency_micros) * (1.0 + kept) / 2.0;
-            let tolerated = (1.0 + policy.tolerance) * baseline as f64;
-            if observed as f64 >= expected && observed as f64 > tolerated {
+            let midway = (1.0 + kept) / 2.0;
+            // A re-test asks whether latency is back to normal: the smallest recent window
+            // latency is then what it is compared with.
+            let normal = if cut.retest {
+                self.baseline.min().map_or(baseline, u64::from)
+            } else {
+                baseline
+            };
+            let latency_held = observed as f64 >= f64::from(cut.latency_micros) * midway
+                && observed as f64 > (1.0 + policy.tolerance) * normal as f64;
+            // Requests admitted before the cut still end early in this window, at the old rate:
+            // a quarter of the cut's share is enough to count as a fall.
+            let quarter_way = (3.0 + kept) / 4.0;
+            let throughput_fell = f64::from(releases) * (cut.duration_nanos as f64)
+                < f64::from(cut.releases) * (duration_nanos as f64) * quarter_way;
+            if latency_held && throughput_fell {
                 self.queueing_micros = 0;
-                self.unqueued = Some(Unqueued {
-                    micros: cut.latency_micros.max(observed_micros),
-                    until_nanos: now.saturating_add(policy.baseline_window_nanos),
-                });
+                self.unqueued = Some(renewed(cut.latency_micros));
                 self.limit = policy.clamp_limit(cut.from.max(previous_limit));
                 return closed(self.limit, LimitAction::UndoCut);
             }
+            if cut.retest {
+                // Queueing was ours after all: the latency at the lower limit is the no-load
+                // latency under the present conditions.
+                let lower = self
+                    .unqueued
+                    .map_or(observed_micros, |u| u.micros.min(observed_micros));
+                self.unqueued = Some(renewed(lower));
+            }
+        } else if retest {
+            // Re-test the expired unqueued latency with the largest cut, if the limit binds.
+            let cut = policy.clamp_limit((f64::from(previous_limit) * policy.max_decrease) as u32);
+            if in_use && cut < previous_limit {
+                self.pending_cut = Some(PendingCut {
+                    from: previous_limit,
+                    latency_micros: observed_micros,
+                    at_nanos: now,
+                    releases,
+                    duration_nanos,
+                    retest: true,
+                });
+                self.queueing_micros = 0;
+                self.slow_start = false;
+                self.limit = cut;
+                return closed(cut, LimitAction::Retest);
+            }
+            self.unqueued = Some(renewed(observed_micros));
         }
 
-        // Demand met the limit: a refusal, an on-demand growth, or a high enough peak.
-        let in_use = refused
-            || grown_from > 0
-            || f64::from(peak) >= policy.utilization * f64::from(previous_limit);
         let ratio = observed as f64 / baseline as f64;
         let queueing = ratio > 1.0 + policy.tolerance;
         // Once a cut failed, latency is known to vary for reasons other than our concurrency,
@@ -587,14 +671,14 @@ impl SharedState {
                         from: previous_limit,
                         latency_micros: reference,
                         at_nanos: now,
+                        releases,
+                        duration_nanos,
+                        retest: false,
                     });
                 } else {
                     // The limit cannot fall (floor, or demand above it): no cut can lower this
                     // latency.
-                    self.unqueued = Some(Unqueued {
-                        micros: observed_micros,
-                        until_nanos: now.saturating_add(policy.baseline_window_nanos),
-                    });
+                    self.unqueued = Some(renewed(observed_micros));
                 }
             }
             (limit, LimitAction::Cut)
@@ -618,26 +702,37 @@ impl SharedState {
 
 impl SharedValue for SharedState {
     /// Layout (little-endian): version u8, flags u8 (bit 0: slow start, bit 1: window
-    /// refused), in_flight u32, limit u32, window peak u32, window grown-from u32, window
-    /// start u64 (ns), pending cut (from u32, 0 = none; latency u32 µs; at u64 ns), unqueued
+    /// refused, bit 2: the pending cut is a re-test), in_flight u32, limit u32, window peak u32, window grown-from u32, window
+    /// releases u32, window start u64 (ns), pending cut (from u32, 0 = none; latency u32 µs;
+    /// at u64 ns; its window's releases u32 and duration u64 ns), unqueued
     /// latency u32 µs (`u32::MAX` = none) and its expiry u64 ns, the last window's queueing
     /// latency u32 µs (0 = none), baseline newest slot u64 + 4 × u32 minima (µs, `u32::MAX` =
     /// empty), then the window histogram.
     fn encode(&self) -> Vec<u8> {
         let mut out = ByteWriter::with_capacity(Self::ENCODED_LEN);
         out.u8(Self::FORMAT_VERSION)
-            .u8(u8::from(self.slow_start) | u8::from(self.window_refused) << 1)
+            .u8(u8::from(self.slow_start)
+                | u8::from(self.window_refused) << 1
+                | u8::from(self.pending_cut.is_some_and(|cut| cut.retest)) << 2)
             .u32(self.in_flight)
             .u32(self.limit)
             .u32(self.window_peak_in_flight)
             .u32(self.window_grown_from)
+            .u32(self.window_releases)
             .u64(self.window_start_nanos);
         let cut = self.pending_cut.unwrap_or(PendingCut {
             from: 0,
             latency_micros: 0,
             at_nanos: 0,
+            releases: 0,
+            duration_nanos: 0,
+            retest: false,
         });
-        out.u32(cut.from).u32(cut.latency_micros).u64(cut.at_nanos);
+        out.u32(cut.from)
+            .u32(cut.latency_micros)
+            .u64(cut.at_nanos)
+            .u32(cut.releases)
+            .u64(cut.duration_nanos);
         let unqueued = self.unqueued.unwrap_or(Unqueued {
             micros: EMPTY_SLOT,
             until_nanos: 0,
@@ -664,7 +759,7 @@ impl SharedValue for SharedState {
             ));
         }
         let flags = input.u8()?;
-        if flags > 0b11 {
+        if flags > 0b111 {
             return Err(DecodeError::new(
                 what,
                 format!("unknown flags {flags:#04x}"),
@@ -674,11 +769,15 @@ impl SharedValue for SharedState {
         let limit = input.u32()?;
         let window_peak_in_flight = input.u32()?;
         let window_grown_from = input.u32()?;
+        let window_releases = input.u32()?;
         let window_start_nanos = input.u64()?;
         let cut = PendingCut {
             from: input.u32()?,
             latency_micros: input.u32()?,
             at_nanos: input.u64()?,
+            releases: input.u32()?,
+            duration_nanos: input.u64()?,
+            retest: flags & 4 != 0,
         };
         let unqueued = Unqueued {
             micros: input.u32()?,
@@ -700,6 +799,7 @@ impl SharedValue for SharedState {
             window_peak_in_flight,
             window_refused: flags & 2 != 0,
             window_grown_from,
+            window_releases,
             window_latency,
             baseline: BaselineFilter {
                 newest_slot,

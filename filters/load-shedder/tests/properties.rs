@@ -257,6 +257,9 @@ proptest! {
                 if w.action == LimitAction::UndoCut {
                     // Undoing a cut that did not lower latency restores a higher limit.
                     prop_assert!(w.limit >= w.previous_limit, "undo shrank: {w:?}");
+                } else if w.action == LimitAction::Retest {
+                    // Re-testing a latency known not to be queueing cuts whatever it is.
+                    prop_assert!(w.limit <= w.previous_limit, "re-test grew: {w:?}");
                 } else if ratio > 1.0 + tolerance || over_target {
                     prop_assert!(w.limit <= w.previous_limit, "rising latency grew: {w:?}");
                 } else {
@@ -268,7 +271,7 @@ proptest! {
     }
 
     #[test]
-    fn a_cut_is_followed_by_another_only_when_it_lowered_latency(
+    fn a_cut_is_repeated_only_when_it_lowered_latency_or_the_throughput_held(
         config in config(),
         events in proptest::collection::vec(event(), 0..600),
     ) {
@@ -278,11 +281,19 @@ proptest! {
         let mut last_cut: Option<WindowClosed> = None;
         run(&config, &events, |_, _, closed| {
             if let Some(w) = closed {
-                let cut = w.action == LimitAction::Cut && w.limit < w.previous_limit;
-                if let (true, Some(previous)) = (cut, last_cut) {
+                let cut = matches!(w.action, LimitAction::Cut | LimitAction::Retest)
+                    && w.limit < w.previous_limit;
+                if let (true, Some(first)) = (cut, last_cut) {
+                    // Had neither happened, this window would have undone the first cut.
+                    let kept = f64::from(w.previous_limit) / f64::from(first.previous_limit);
+                    let latency_held =
+                        w.latency.as_secs_f64() >= first.latency.as_secs_f64() * (1.0 + kept) / 2.0;
+                    let throughput_fell = f64::from(w.released) * first.duration.as_secs_f64()
+                        < f64::from(first.released) * w.duration.as_secs_f64() * (3.0 + kept) / 4.0;
                     prop_assert!(
-                        w.latency < previous.latency,
-                        "cut again at a latency the last cut did not lower: {previous:?} then {w:?}"
+                        !(latency_held && throughput_fell),
+                        "cut again after a cut that lowered neither latency nor throughput: \
+                         {first:?} then {w:?}"
                     );
                 }
                 last_cut = cut.then_some(w);

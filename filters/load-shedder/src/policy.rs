@@ -48,9 +48,10 @@
 //!   the cut (keeping `kept` of the limit) would have lowered it about in proportion while the
 //!   throughput (requests ended per second) held, the service being the bottleneck. If instead
 //!   the latency fell by less than half of that and is still not within tolerance of the
-//!   baseline, *and* the throughput fell by more than a quarter of the cut's share (our limit
-//!   was the bottleneck; requests admitted before the cut still end early in the window), it
-//!   was not queueing: the cut is undone (the limit goes back up) and the latency it was to
+//!   baseline, *and* the throughput fell by more than half of it (our limit was the
+//!   bottleneck), in two windows in a row (one window can mislead: noise, a burst, requests
+//!   from before the cut still ending; the first holds the limit), it was not queueing: the
+//!   cut is undone (the limit goes back up) and the latency it was to
 //!   lower becomes the *unqueued latency*, the no-load latency under the present conditions,
 //!   for `baseline_window_ms`. The throughput keeps an overload's onset from looking like
 //!   that: there latency still rises for a while after a cut (the queue ahead is served
@@ -326,6 +327,8 @@ struct PendingCut {
     duration_nanos: u64,
     /// The cut re-tests an expired unqueued latency.
     retest: bool,
+    /// One window already found the cut did not work; the next one decides.
+    struck: bool,
 }
 
 /// A latency shown not to be queueing caused by our concurrency.
@@ -571,7 +574,7 @@ impl SharedState {
             // causes, it would have fallen about as much while the throughput held (the service
             // was the bottleneck). If the latency fell by less than half of that and is still
             // not within tolerance, while the throughput fell by more than half as much (our
-            // limit was the bottleneck), it was not queueing.
+            // limit was the bottleneck), in two windows, it was not queueing.
             let kept = f64::from(previous_limit) / f64::from(cut.from.max(1));
             let midway = (1.0 + kept) / 2.0;
             // A re-test asks whether latency is back to normal: the smallest recent window
@@ -583,12 +586,18 @@ impl SharedState {
             };
             let latency_held = observed as f64 >= f64::from(cut.latency_micros) * midway
                 && observed as f64 > (1.0 + policy.tolerance) * normal as f64;
-            // Requests admitted before the cut still end early in this window, at the old rate:
-            // a quarter of the cut's share is enough to count as a fall.
-            let quarter_way = (3.0 + kept) / 4.0;
             let throughput_fell = f64::from(releases) * (cut.duration_nanos as f64)
-                < f64::from(cut.releases) * (duration_nanos as f64) * quarter_way;
+                < f64::from(cut.releases) * (duration_nanos as f64) * midway;
             if latency_held && throughput_fell {
+                if !cut.struck {
+                    // One window can mislead (noise, a burst, requests from before the cut
+                    // still ending): the next one judges again.
+                    self.pending_cut = Some(PendingCut {
+                        struck: true,
+                        ..cut
+                    });
+                    return closed(previous_limit, LimitAction::Hold);
+                }
                 self.queueing_micros = 0;
                 self.unqueued = Some(renewed(cut.latency_micros));
                 self.limit = policy.clamp_limit(cut.from.max(previous_limit));
@@ -613,6 +622,7 @@ impl SharedState {
                     releases,
                     duration_nanos,
                     retest: true,
+                    struck: false,
                 });
                 self.queueing_micros = 0;
                 self.slow_start = false;
@@ -674,6 +684,7 @@ impl SharedState {
                         releases,
                         duration_nanos,
                         retest: false,
+                        struck: false,
                     });
                 } else {
                     // The limit cannot fall (floor, or demand above it): no cut can lower this
@@ -702,7 +713,7 @@ impl SharedState {
 
 impl SharedValue for SharedState {
     /// Layout (little-endian): version u8, flags u8 (bit 0: slow start, bit 1: window
-    /// refused, bit 2: the pending cut is a re-test), in_flight u32, limit u32, window peak u32, window grown-from u32, window
+    /// refused, bit 2: the pending cut is a re-test, bit 3: it has a strike), in_flight u32, limit u32, window peak u32, window grown-from u32, window
     /// releases u32, window start u64 (ns), pending cut (from u32, 0 = none; latency u32 µs;
     /// at u64 ns; its window's releases u32 and duration u64 ns), unqueued
     /// latency u32 µs (`u32::MAX` = none) and its expiry u64 ns, the last window's queueing
@@ -713,7 +724,8 @@ impl SharedValue for SharedState {
         out.u8(Self::FORMAT_VERSION)
             .u8(u8::from(self.slow_start)
                 | u8::from(self.window_refused) << 1
-                | u8::from(self.pending_cut.is_some_and(|cut| cut.retest)) << 2)
+                | u8::from(self.pending_cut.is_some_and(|cut| cut.retest)) << 2
+                | u8::from(self.pending_cut.is_some_and(|cut| cut.struck)) << 3)
             .u32(self.in_flight)
             .u32(self.limit)
             .u32(self.window_peak_in_flight)
@@ -727,6 +739,7 @@ impl SharedValue for SharedState {
             releases: 0,
             duration_nanos: 0,
             retest: false,
+            struck: false,
         });
         out.u32(cut.from)
             .u32(cut.latency_micros)
@@ -759,7 +772,7 @@ impl SharedValue for SharedState {
             ));
         }
         let flags = input.u8()?;
-        if flags > 0b111 {
+        if flags > 0b1111 {
             return Err(DecodeError::new(
                 what,
                 format!("unknown flags {flags:#04x}"),
@@ -778,6 +791,7 @@ impl SharedValue for SharedState {
             releases: input.u32()?,
             duration_nanos: input.u64()?,
             retest: flags & 4 != 0,
+            struck: flags & 8 != 0,
         };
         let unqueued = Unqueued {
             micros: input.u32()?,

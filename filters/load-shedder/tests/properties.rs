@@ -289,7 +289,7 @@ proptest! {
                     let latency_held =
                         w.latency.as_secs_f64() >= first.latency.as_secs_f64() * (1.0 + kept) / 2.0;
                     let throughput_fell = f64::from(w.released) * first.duration.as_secs_f64()
-                        < f64::from(first.released) * w.duration.as_secs_f64() * (3.0 + kept) / 4.0;
+                        < f64::from(first.released) * w.duration.as_secs_f64() * (1.0 + kept) / 2.0;
                     prop_assert!(
                         !(latency_held && throughput_fell),
                         "cut again after a cut that lowered neither latency nor throughput: \

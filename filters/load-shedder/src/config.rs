@@ -42,8 +42,9 @@ pub struct ShedderConfig {
 pub struct LimitConfig {
     /// The limit never goes below this (default 4).
     pub min_limit: u32,
-    /// The limit a fresh sidecar starts from; it then grows exponentially until latency first
-    /// rises (default 20).
+    /// The limit a fresh sidecar starts from, and the number of samples that close its first
+    /// window (its no-load latency); the limit then doubles per window until the first cut
+    /// (default 20).
     pub initial_limit: u32,
     /// The limit never goes above this (default 1000).
     pub max_limit: u32,
@@ -66,7 +67,8 @@ pub struct LimitConfig {
     /// or the peak in-flight count reached this fraction of the limit (default 0.8).
     pub utilization: Fraction,
     /// The no-load latency is the smallest window latency seen in this much recent time (up to a
-    /// third more, as it is kept in slots of a third; default 10 s).
+    /// third more, as it is kept in slots of a third); a latency that a cut failed to lower is
+    /// taken as no-load for this long too (default 10 s).
     pub baseline_window_ms: DurationMs,
     /// Optional absolute target: while a window's latency exceeds it, the limit shrinks
     /// whatever the no-load latency (default none).
@@ -175,7 +177,7 @@ pub struct RejectionConfig {
     /// gRPC clients) or `RESOURCE_EXHAUSTED`.
     pub grpc_status: GrpcStatus,
     /// `retry-after` seconds on HTTP 503 replies, and `grpc-retry-pushback-ms` on gRPC replies
-    /// (default 1).
+    /// (default 1; 1 to 3600).
     pub retry_after_seconds: u32,
 }
 
@@ -327,16 +329,30 @@ impl Validate for CriticalityConfig {
     }
 }
 
+/// The largest `rejection.retry_after_seconds`: an hour.
+pub const MAX_RETRY_AFTER_SECONDS: u32 = 3_600;
+
 impl Validate for RejectionConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        match self.grpc_status {
-            GrpcStatus::Unavailable | GrpcStatus::ResourceExhausted => Ok(()),
-            other => Err(ConfigError::invalid(
+        if !matches!(
+            self.grpc_status,
+            GrpcStatus::Unavailable | GrpcStatus::ResourceExhausted
+        ) {
+            return Err(ConfigError::invalid(
                 "rejection.grpc_status",
-                other.name(),
+                self.grpc_status.name(),
                 "must be UNAVAILABLE or RESOURCE_EXHAUSTED",
-            )),
+            ));
         }
+        if !(1..=MAX_RETRY_AFTER_SECONDS).contains(&self.retry_after_seconds) {
+            // 0 tells clients to retry at once, the retry storm shedding exists to stop.
+            return Err(ConfigError::invalid(
+                "rejection.retry_after_seconds",
+                self.retry_after_seconds,
+                format!("must be between 1 and {MAX_RETRY_AFTER_SECONDS}"),
+            ));
+        }
+        Ok(())
     }
 }
 

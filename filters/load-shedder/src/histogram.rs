@@ -10,6 +10,8 @@
 //! with a fixed little-endian encoding: it lives inside the shared-data cell every worker
 //! rewrites on each request.
 
+use meshkit::bytes::{ByteReader, ByteWriter, DecodeError};
+
 /// Sub-bucket bits: each power of two is split into `2^SUB_BITS` buckets.
 const SUB_BITS: u32 = 3;
 /// Buckets per power of two.
@@ -88,25 +90,24 @@ impl LatencyHistogram {
         None
     }
 
-    /// Appends the little-endian encoding ([`ENCODED_LEN`] bytes) to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        for count in &self.counts {
-            out.extend_from_slice(&count.to_le_bytes());
+    /// Appends the little-endian encoding ([`ENCODED_LEN`] bytes: one `u16` per bucket).
+    pub fn encode_into(&self, out: &mut ByteWriter) {
+        let mut bytes = [0u8; ENCODED_LEN];
+        for (pair, count) in bytes.chunks_exact_mut(2).zip(&self.counts) {
+            pair.copy_from_slice(&count.to_le_bytes());
         }
+        out.bytes(&bytes);
     }
 
-    /// Decodes [`ENCODED_LEN`] bytes written by [`LatencyHistogram::encode_into`]; `None` if the
-    /// length is wrong.
-    pub fn decode(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() != ENCODED_LEN {
-            return None;
-        }
+    /// Reads the [`ENCODED_LEN`] bytes [`LatencyHistogram::encode_into`] wrote.
+    pub fn decode(input: &mut ByteReader) -> Result<Self, DecodeError> {
+        let bytes = input.take(ENCODED_LEN)?;
         let mut histogram = Self::default();
         for (slot, pair) in histogram.counts.iter_mut().zip(bytes.chunks_exact(2)) {
             *slot = u16::from_le_bytes([pair[0], pair[1]]);
         }
         histogram.total = histogram.counts.iter().map(|&c| u32::from(c)).sum();
-        Some(histogram)
+        Ok(histogram)
     }
 }
 
@@ -189,9 +190,10 @@ mod tests {
     }
 
     #[test]
-    fn decode_rejects_wrong_lengths() {
-        assert!(LatencyHistogram::decode(&[0; ENCODED_LEN - 1]).is_none());
-        assert!(LatencyHistogram::decode(&[]).is_none());
+    fn decode_rejects_short_input() {
+        let short = [0; ENCODED_LEN - 1];
+        assert!(LatencyHistogram::decode(&mut ByteReader::new(&short, "histogram")).is_err());
+        assert!(LatencyHistogram::decode(&mut ByteReader::new(&[], "histogram")).is_err());
     }
 
     proptest! {
@@ -216,10 +218,13 @@ mod tests {
             let mut histogram = LatencyHistogram::default();
             samples.iter().for_each(|&v| histogram.record(v));
             prop_assert_eq!(histogram.count() as usize, samples.len());
-            let mut bytes = Vec::new();
-            histogram.encode_into(&mut bytes);
+            let mut out = ByteWriter::new();
+            histogram.encode_into(&mut out);
+            let bytes = out.into_vec();
             prop_assert_eq!(bytes.len(), ENCODED_LEN);
-            prop_assert_eq!(LatencyHistogram::decode(&bytes), Some(histogram));
+            let mut input = ByteReader::new(&bytes, "histogram");
+            prop_assert_eq!(LatencyHistogram::decode(&mut input), Ok(histogram));
+            prop_assert!(input.finish().is_ok());
         }
     }
 }

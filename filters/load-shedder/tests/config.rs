@@ -68,10 +68,24 @@ fn a_full_configuration_parses() {
 }
 
 #[test]
-fn errors_name_the_offending_field() {
+fn every_validation_rule_names_the_offending_field() {
     for (json, path) in [
+        // Parsing: unknown fields, wrong types, out-of-range fractions, header names, enums.
         (r#"{"limt": {}}"#, "limt"),
         (r#"{"limit": {"min_limit": "x"}}"#, "limit.min_limit"),
+        (r#"{"limit": {"tolerance": 1.5}}"#, "limit.tolerance"),
+        (
+            r#"{"criticality": {"header": "X-Crit"}}"#,
+            "criticality.header",
+        ),
+        (
+            r#"{"criticality": {"routes": [{"path_prefix": "/a", "criticality": "urgent"}]}}"#,
+            "criticality.routes[0].criticality",
+        ),
+        // bypass_paths
+        (r#"{"bypass_paths": ["healthz"]}"#, "bypass_paths[0]"),
+        (r#"{"bypass_paths": ["/ok", "/a?b=1"]}"#, "bypass_paths[1]"),
+        // limit
         (r#"{"limit": {"min_limit": 0}}"#, "limit.min_limit"),
         (r#"{"limit": {"min_limit": 30}}"#, "limit.initial_limit"),
         (r#"{"limit": {"max_limit": 10}}"#, "limit.max_limit"),
@@ -85,39 +99,86 @@ fn errors_name_the_offending_field() {
             "limit.latency_target_ms",
         ),
         (
+            r#"{"limit": {"window_min_samples": 0}}"#,
+            "limit.window_min_samples",
+        ),
+        (
             r#"{"limit": {"window_max_samples": 70000}}"#,
             "limit.window_max_samples",
         ),
-        (r#"{"limit": {"tolerance": 1.5}}"#, "limit.tolerance"),
-        (r#"{"limit": {"utilization": 0}}"#, "limit.utilization"),
-        (r#"{"limit": {"max_decrease": 0.95}}"#, "limit.max_decrease"),
-        (r#"{"bypass_paths": ["healthz"]}"#, "bypass_paths[0]"),
         (
-            r#"{"criticality": {"header": "X-Crit"}}"#,
-            "criticality.header",
+            r#"{"limit": {"window_min_samples": 10, "window_max_samples": 5}}"#,
+            "limit.window_max_samples",
         ),
+        (
+            r#"{"limit": {"latency_quantile": 0}}"#,
+            "limit.latency_quantile",
+        ),
+        (r#"{"limit": {"utilization": 0}}"#, "limit.utilization"),
+        (r#"{"limit": {"max_decrease": 0}}"#, "limit.max_decrease"),
+        (r#"{"limit": {"max_decrease": 0.95}}"#, "limit.max_decrease"),
+        // criticality
         (
             r#"{"criticality": {"routes": [{"criticality": "critical"}]}}"#,
             "criticality.routes[0]",
         ),
         (
-            r#"{"criticality": {"routes": [{"path_prefix": "/a", "criticality": "urgent"}]}}"#,
-            "criticality.routes[0].criticality",
+            r#"{"criticality": {"routes": [{"path_prefix": "/a", "grpc_method": "p.S/M", "criticality": "critical"}]}}"#,
+            "criticality.routes[0]",
+        ),
+        (
+            r#"{"criticality": {"routes": [{"path_prefix": "batch/", "criticality": "sheddable"}]}}"#,
+            "criticality.routes[0].path_prefix",
         ),
         (
             r#"{"criticality": {"routes": [{"grpc_method": "NoSlash", "criticality": "critical"}]}}"#,
             "criticality.routes[0].grpc_method",
         ),
         (
+            r#"{"criticality": {"shares": {"critical_plus": 0}}}"#,
+            "criticality.shares.critical_plus",
+        ),
+        (
+            r#"{"criticality": {"shares": {"sheddable": 0}}}"#,
+            "criticality.shares.sheddable",
+        ),
+        (
             r#"{"criticality": {"shares": {"sheddable": 0.95}}}"#,
             "criticality.shares.sheddable",
         ),
         (
+            r#"{"criticality": {"shares": {"critical": 1.0, "critical_plus": 0.95}}}"#,
+            "criticality.shares.critical",
+        ),
+        // rejection
+        (
             r#"{"rejection": {"grpc_status": "INTERNAL"}}"#,
             "rejection.grpc_status",
         ),
+        (
+            r#"{"rejection": {"retry_after_seconds": 0}}"#,
+            "rejection.retry_after_seconds",
+        ),
+        (
+            r#"{"rejection": {"retry_after_seconds": 3601}}"#,
+            "rejection.retry_after_seconds",
+        ),
     ] {
         assert_eq!(error_path(json), path, "{json}");
+    }
+}
+
+#[test]
+fn the_boundaries_of_each_range_are_valid() {
+    for json in [
+        r#"{"limit": {"min_limit": 1, "initial_limit": 1, "max_limit": 1}}"#,
+        r#"{"limit": {"window_min_samples": 65535, "window_max_samples": 65535}}"#,
+        r#"{"limit": {"max_decrease": 0.9, "latency_quantile": 1, "utilization": 1}}"#,
+        r#"{"criticality": {"shares": {"critical_plus": 0.5, "critical": 0.5, "sheddable_plus": 0.5, "sheddable": 0.5}}}"#,
+        r#"{"rejection": {"retry_after_seconds": 1}}"#,
+        r#"{"rejection": {"retry_after_seconds": 3600}}"#,
+    ] {
+        load(json).unwrap_or_else(|err| panic!("{json}: {err}"));
     }
 }
 
@@ -127,5 +188,11 @@ fn error_messages_say_what_is_wrong() {
     assert_eq!(
         message,
         "invalid configuration at `limit.max_limit`: must be >= limit.initial_limit (got 10)"
+    );
+    let message = load(r#"{"rejection": {"retry_after_seconds": 0}}"#).unwrap_err();
+    assert_eq!(
+        message,
+        "invalid configuration at `rejection.retry_after_seconds`: must be between 1 and 3600 \
+         (got 0)"
     );
 }

@@ -3,7 +3,7 @@
 
 use load_shedder::classify::{Criticality, Rank};
 use load_shedder::config::ShedderConfig;
-use load_shedder::policy::{Admission, Outcome, Policy, SharedState, WindowClosed};
+use load_shedder::policy::{Admission, LimitAction, Outcome, Policy, SharedState, WindowClosed};
 use meshkit::clock::Timestamp;
 use meshkit::config::{DurationMs, Fraction, Validate};
 use proptest::prelude::*;
@@ -115,9 +115,22 @@ fn run(
         let mut closed = None;
         match *event {
             Event::Admit(rank) => {
+                let slow_start = state.in_slow_start();
                 let admission = state.admit(&policy, rank);
                 if config.dry_run {
                     prop_assert_ne!(admission, Admission::Shed);
+                }
+                if !config.dry_run {
+                    prop_assert!(
+                        state.in_flight() <= config.limit.max_limit,
+                        "over max_limit"
+                    );
+                }
+                let highest = rank.criticality == Criticality::CriticalPlus && rank.first_attempt;
+                if slow_start && highest && admission != Admission::Admitted {
+                    // Before the first cut, the highest rank is refused only at a full limit.
+                    let before = state.in_flight() - u32::from(admission.is_admitted());
+                    prop_assert!(before >= state.limit(&policy));
                 }
                 if admission.is_admitted() {
                     outstanding.push(now);
@@ -241,11 +254,49 @@ proptest! {
             if let Some(w) = closed {
                 let ratio = w.latency.as_secs_f64() / w.baseline.as_secs_f64();
                 let over_target = target.is_some_and(|t| w.latency > t);
-                if ratio > 1.0 + tolerance || over_target {
+                if w.action == LimitAction::UndoCut {
+                    // Undoing a cut that did not lower latency restores a higher limit.
+                    prop_assert!(w.limit >= w.previous_limit, "undo shrank: {w:?}");
+                } else if w.action == LimitAction::Retest {
+                    // Re-testing a latency known not to be queueing cuts whatever it is.
+                    prop_assert!(w.limit <= w.previous_limit, "re-test grew: {w:?}");
+                } else if ratio > 1.0 + tolerance || over_target {
                     prop_assert!(w.limit <= w.previous_limit, "rising latency grew: {w:?}");
                 } else {
                     prop_assert!(w.limit >= w.previous_limit, "steady latency shrank: {w:?}");
                 }
+            }
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn a_cut_is_repeated_only_when_it_lowered_latency_or_the_throughput_held(
+        config in config(),
+        events in proptest::collection::vec(event(), 0..600),
+    ) {
+        // The operator's latency target cuts unconditionally; queueing cuts are verified.
+        let mut config = config;
+        config.limit.latency_target_ms = None;
+        let mut last_cut: Option<WindowClosed> = None;
+        run(&config, &events, |_, _, closed| {
+            if let Some(w) = closed {
+                let cut = matches!(w.action, LimitAction::Cut | LimitAction::Retest)
+                    && w.limit < w.previous_limit;
+                if let (true, Some(first)) = (cut, last_cut) {
+                    // Had neither happened, this window would have undone the first cut.
+                    let kept = f64::from(w.previous_limit) / f64::from(first.previous_limit);
+                    let latency_held =
+                        w.latency.as_secs_f64() >= first.latency.as_secs_f64() * (1.0 + kept) / 2.0;
+                    let throughput_fell = f64::from(w.released) * first.duration.as_secs_f64()
+                        < f64::from(first.released) * w.duration.as_secs_f64() * (1.0 + kept) / 2.0;
+                    prop_assert!(
+                        !(latency_held && throughput_fell),
+                        "cut again after a cut that lowered neither latency nor throughput: \
+                         {first:?} then {w:?}"
+                    );
+                }
+                last_cut = cut.then_some(w);
             }
             Ok(())
         })?;

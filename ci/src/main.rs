@@ -33,7 +33,13 @@ enum Command {
     /// rustfmt check and clippy with warnings denied, natively and for wasm32-wasip1.
     Lint,
     /// Every test: lint, native unit tests, wasm32 unit tests, emulated-host and real-Envoy tests.
-    Test,
+    /// `--tier` runs only some tiers (no lint) while a change is in progress.
+    Test {
+        /// Run only this tier (repeatable): unit (native + wasm32), emulated (the emulated host),
+        /// envoy (real Envoy and the lab). Default: everything, as CI runs it.
+        #[arg(long, value_enum)]
+        tier: Vec<test::Tier>,
+    },
     /// The local sidecar demo: a demo service behind Envoy with every filter, until Ctrl-C.
     /// Arguments go to the lab (`cargo xtask up -- --help`).
     Up {
@@ -54,7 +60,7 @@ fn main() -> ExitCode {
         Command::Bootstrap => toolchain::bootstrap(&ws).map(|_| ()),
         Command::Build { ship } => build::build_modules(&ws, ship.as_deref()),
         Command::Lint => lint::lint(&ws),
-        Command::Test => test::test_all(&ws),
+        Command::Test { tier } => test::test(&ws, &tier),
         Command::Up { args } => lab::run_lab(&ws, "up", &args),
         Command::Scenario { args } => lab::run_lab(&ws, "scenario", &args),
     });

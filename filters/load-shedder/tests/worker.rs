@@ -240,6 +240,8 @@ fn hostile_header_bytes_are_read_as_bytes() {
     assert_eq!(in_flight(&host, "load-shedder"), 0);
 }
 
+// WASI has no threads: this one runs natively only.
+#[cfg(not(target_os = "wasi"))]
 #[test]
 fn workers_on_threads_sharing_one_store_account_exactly() {
     const WORKERS: usize = 4;

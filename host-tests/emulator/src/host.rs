@@ -342,9 +342,28 @@ impl EmulatedHost {
         self.shared.shared_data.set(key, value, 0).unwrap_or(0)
     }
 
-    /// How many shared-data writes failed with `CasMismatch` (workers racing on a key).
+    /// How many shared-data writes failed with `CasMismatch` because workers raced on a key
+    /// (injected failures are counted by [`EmulatedHost::injected_cas_failures`]).
     pub fn shared_data_cas_mismatches(&self) -> u64 {
         self.shared.shared_data.cas_mismatches()
+    }
+
+    /// Makes the next `count` shared-data writes with a nonzero cas fail with `CasMismatch` (as if
+    /// another worker had written first), only writes to `key` when given: drives contention,
+    /// fail-open and deferred paths deterministically. Writes with cas 0 are unaffected. Replaces
+    /// any injection still pending; `count` 0 cancels it.
+    pub fn fail_next_cas_sets(&self, count: u64, key: Option<&str>) {
+        self.shared.shared_data.fail_next_cas_sets(count, key);
+    }
+
+    /// How many shared-data writes failed by injection so far.
+    pub fn injected_cas_failures(&self) -> u64 {
+        self.shared.shared_data.injected_cas_failures()
+    }
+
+    /// How many injected failures are still pending.
+    pub fn pending_injected_cas_failures(&self) -> u64 {
+        self.shared.shared_data.pending_injected_cas_failures()
     }
 
     /// Every shared-data key, sorted.

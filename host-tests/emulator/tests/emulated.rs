@@ -72,6 +72,43 @@ fn four_workers_on_four_threads_count_every_request_exactly_once() {
 }
 
 #[test]
+fn injected_cas_failures_make_the_module_retry_then_defer_to_the_tick() {
+    let host = start(1);
+    let worker = host.worker(0).unwrap();
+    exchange(&worker, "count");
+    assert_eq!(shared_counter(&host), 1);
+    // A few lost races: the counter retries within the request.
+    host.fail_next_cas_sets(3, Some(COUNTER_KEY));
+    exchange(&worker, "count");
+    assert_eq!(shared_counter(&host), 2);
+    assert_eq!(host.injected_cas_failures(), 3);
+    // Every attempt loses: the increment stays pending on the worker ...
+    host.fail_next_cas_sets(1_000, Some(COUNTER_KEY));
+    exchange(&worker, "count");
+    assert_eq!(shared_counter(&host), 2);
+    assert!(host.injected_cas_failures() > 3);
+    assert!(host.pending_injected_cas_failures() < 1_000);
+    // ... and the next tick applies it once the races stop.
+    host.fail_next_cas_sets(0, None);
+    host.advance(Duration::from_secs(1)).unwrap();
+    assert_eq!(shared_counter(&host), 3);
+    assert_eq!(host.counter("mesh.fixture.requests"), Some(3));
+    assert_eq!(host.shared_data_cas_mismatches(), 0, "no real race");
+}
+
+#[test]
+fn injected_cas_failures_for_another_key_leave_the_counter_alone() {
+    let host = start(1);
+    let worker = host.worker(0).unwrap();
+    exchange(&worker, "count");
+    host.fail_next_cas_sets(5, Some("mesh/other/key"));
+    exchange(&worker, "count");
+    assert_eq!(shared_counter(&host), 2);
+    assert_eq!(host.injected_cas_failures(), 0);
+    assert_eq!(host.pending_injected_cas_failures(), 5);
+}
+
+#[test]
 fn virtual_time_fires_exactly_the_elapsed_ticks_on_every_worker() {
     let host = fixture()
         .workers(3)

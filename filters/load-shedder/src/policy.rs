@@ -233,18 +233,8 @@ impl Admission {
     }
 }
 
-/// How an admitted request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// The upstream answered successfully.
-    Success,
-    /// The upstream answered with an error (HTTP 5xx, gRPC error status).
-    Error,
-    /// The stream was reset or the downstream disconnected before the response completed.
-    Reset,
-    /// Envoy or another filter answered locally (e.g. upstream timeout, connect failure).
-    LocalReply,
-}
+/// How an admitted request ended: the filter kit's outcome.
+pub use meshkit::kit::Outcome;
 
 /// What closing a measurement window did to the limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use crate::reject::{RejectionReply, HTTP_STATUS, MESSAGE};
 use meshkit::clock::Timestamp;
 use meshkit::config::ConfigError;
 use meshkit::headers::HeaderMapKind;
-use meshkit::kit::{self, Counter, Filter, Gauge, Host, Request, Setup, Verdict};
+use meshkit::kit::{Counter, Filter, Gauge, Host, Request, Setup, Verdict};
 use meshkit::shared::{SharedCell, UpdateError};
 use std::time::Duration;
 
@@ -88,17 +88,6 @@ pub struct LoadShedder {
 #[derive(Debug, Default)]
 pub struct ShedderStream {
     admitted_at: Option<Timestamp>,
-}
-
-impl From<kit::Outcome> for Outcome {
-    fn from(outcome: kit::Outcome) -> Outcome {
-        match outcome {
-            kit::Outcome::Success => Outcome::Success,
-            kit::Outcome::Error => Outcome::Error,
-            kit::Outcome::Reset => Outcome::Reset,
-            kit::Outcome::LocalReply => Outcome::LocalReply,
-        }
-    }
 }
 
 fn micros(duration: Duration) -> u64 {
@@ -296,9 +285,9 @@ impl Filter for LoadShedder {
         }
     }
 
-    fn on_stream_end(&mut self, host: &dyn Host, stream: ShedderStream, outcome: kit::Outcome) {
+    fn on_stream_end(&mut self, host: &dyn Host, stream: ShedderStream, outcome: Outcome) {
         if let Some(admitted_at) = stream.admitted_at {
-            self.release(host, admitted_at, outcome.into());
+            self.release(host, admitted_at, outcome);
         }
     }
 

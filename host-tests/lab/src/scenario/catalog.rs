@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Phase, Scenario, Variant};
+use super::{Expectation, Phase, Scenario, Variant};
 use crate::load::{Protocol, RetryPolicy};
 use crate::upstream::{ServiceTime, UpstreamConfig};
 
@@ -50,6 +50,7 @@ fn baseline() -> Scenario {
         envoy_concurrency: 2,
         phases: vec![Phase::new("steady", Duration::from_secs(10), 1_000.0)],
         variants: vec![Variant::direct(), Variant::bare_envoy()],
+        expectations: vec![Expectation::no_connection_failures()],
     }
 }
 
@@ -75,5 +76,6 @@ fn overload() -> Scenario {
             Phase::new("recovery", Duration::from_secs(5), 0.5 * capacity),
         ],
         variants: vec![Variant::bare_envoy()],
+        expectations: vec![Expectation::no_connection_failures()],
     }
 }

@@ -8,13 +8,17 @@
 //!
 //! Each phase is its own load run: a phase starts once the previous one's requests have all finished (at
 //! most one client timeout later), and the upstream fault of the phase is in force for its whole run.
+//!
+//! A scenario carries its [`Expectation`]s: the targets (checked in full runs) and the directions
+//! that hold even in a smoke run (e.g. "our filter sheds in overload, never when unloaded"). Every run
+//! reports each one as held or missed with the figure it measured; the tests assert the smoke ones.
 
 mod catalog;
 mod load_shedding;
 mod report;
 
 pub use catalog::{by_name, catalog, NAMES};
-pub use report::{PhaseResult, ScenarioReport};
+pub use report::{ExpectationResult, PhaseResult, ScenarioReport};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +26,7 @@ use std::time::Duration;
 use envoy_configs::{Bootstrap, Cluster, Listener, Route, Thresholds, WasmFilter};
 use mesh_catalog::ModuleError;
 
-use crate::load::{self, LoadConfig, LoadError, Protocol, RequestClass, RetryPolicy};
+use crate::load::{self, Arrival, LoadConfig, LoadError, Protocol, RequestClass, RetryPolicy};
 use crate::upstream::{Fault, Upstream, UpstreamConfig, UpstreamError};
 use mesh_envoy_harness::{EnvoyError, EnvoyOptions, EnvoyProcess};
 
@@ -31,26 +35,38 @@ pub const INGRESS_LISTENER: &str = "ingress";
 /// Name of the Envoy cluster holding the scenario's upstream.
 pub const UPSTREAM_CLUSTER: &str = "service";
 
-/// One stretch of a scenario: an offered rate and an upstream fault held for a duration.
+/// One stretch of a scenario: a load (open-loop rate or closed-loop clients) and an upstream fault held
+/// for a duration.
 #[derive(Debug, Clone)]
 pub struct Phase {
     /// Shown in the report, e.g. `steady`, `overload`, `recovery`.
     pub name: String,
     /// How long the load runs.
     pub duration: Duration,
-    /// Offered load, requests per second.
-    pub rate_per_sec: f64,
+    /// How requests are launched.
+    pub arrival: Arrival,
     /// Upstream fault in force during the phase.
     pub fault: Fault,
 }
 
 impl Phase {
-    /// A phase named `name` offering `rate_per_sec` for `duration` to a healthy upstream.
+    /// A phase named `name` offering `rate_per_sec` (open loop) for `duration` to a healthy upstream.
     pub fn new(name: impl Into<String>, duration: Duration, rate_per_sec: f64) -> Self {
         Self {
             name: name.into(),
             duration,
-            rate_per_sec,
+            arrival: Arrival::Open { rate_per_sec },
+            fault: Fault::none(),
+        }
+    }
+
+    /// A phase named `name` of `clients` closed-loop clients (each resends the moment its previous
+    /// request ended, refused or not) for `duration`, to a healthy upstream.
+    pub fn closed_loop(name: impl Into<String>, duration: Duration, clients: usize) -> Self {
+        Self {
+            name: name.into(),
+            duration,
+            arrival: Arrival::Closed { clients },
             fault: Fault::none(),
         }
     }
@@ -128,6 +144,81 @@ impl Variant {
     }
 }
 
+/// What an expectation measured in a report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measured {
+    /// Whether the expectation held.
+    pub holds: bool,
+    /// The figures it compared, e.g. `critical 99.7 % >= 99 %`.
+    pub figures: String,
+}
+
+/// Reads an expectation off a report; `None` when a row it needs is missing.
+pub type ExpectationCheck = Arc<dyn Fn(&ScenarioReport) -> Option<Measured> + Send + Sync>;
+
+/// A target or a direction a scenario's report is expected to show.
+#[derive(Clone)]
+pub struct Expectation {
+    /// What is expected, e.g. `flood: load-shedder critical success >= 99 %`.
+    pub description: String,
+    /// True for a direction that holds even in a smoke run; false for a target only a full run can show.
+    pub in_smoke: bool,
+    /// Reads it off the report.
+    pub check: ExpectationCheck,
+}
+
+impl Expectation {
+    /// A target only a full run can show.
+    pub fn target(
+        description: impl Into<String>,
+        check: impl Fn(&ScenarioReport) -> Option<Measured> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            description: description.into(),
+            in_smoke: false,
+            check: Arc::new(check),
+        }
+    }
+
+    /// The direction every scenario shares: no variant, in no phase, loses a request to a connection
+    /// failure (refused, reset or broken connections): overload must show as statuses and timeouts.
+    pub fn no_connection_failures() -> Self {
+        Self::direction("no connection failures in any row", |report| {
+            let failures: Vec<String> = report
+                .results
+                .iter()
+                .filter(|r| r.load.totals.errors.connect + r.load.totals.errors.transport > 0)
+                .map(|r| {
+                    let errors = &r.load.totals.errors;
+                    format!(
+                        "{}/{}: {} connect, {} transport",
+                        r.variant, r.phase, errors.connect, errors.transport
+                    )
+                })
+                .collect();
+            Some(Measured {
+                holds: failures.is_empty(),
+                figures: if failures.is_empty() {
+                    "none".into()
+                } else {
+                    failures.join("; ")
+                },
+            })
+        })
+    }
+
+    /// A direction that holds in smoke runs too.
+    pub fn direction(
+        description: impl Into<String>,
+        check: impl Fn(&ScenarioReport) -> Option<Measured> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            in_smoke: true,
+            ..Self::target(description, check)
+        }
+    }
+}
+
 /// A named benchmark: one upstream, a load shape, phases, and the variants to compare.
 #[derive(Clone)]
 pub struct Scenario {
@@ -153,6 +244,8 @@ pub struct Scenario {
     pub phases: Vec<Phase>,
     /// Variants, run one after another.
     pub variants: Vec<Variant>,
+    /// Targets and directions its reports are checked against.
+    pub expectations: Vec<Expectation>,
 }
 
 /// How long a run lasts.
@@ -225,7 +318,7 @@ pub fn run(scenario: &Scenario, mode: RunMode) -> Result<ScenarioReport, Scenari
                 .max(Duration::from_millis(100)),
             };
             let mut config =
-                LoadConfig::new(target, scenario.protocol, phase.rate_per_sec, duration);
+                LoadConfig::with_arrival(target, scenario.protocol, phase.arrival, duration);
             config.connections = scenario.connections;
             config.timeout = scenario.timeout;
             config.classes = scenario.classes.clone();
@@ -240,12 +333,19 @@ pub fn run(scenario: &Scenario, mode: RunMode) -> Result<ScenarioReport, Scenari
             envoy.shutdown();
         }
     }
-    Ok(ScenarioReport {
+    let mut report = ScenarioReport {
         name: scenario.name.clone(),
         description: scenario.description.clone(),
         smoke: mode != RunMode::Full,
         results,
-    })
+        expectations: Vec::new(),
+    };
+    report.expectations = scenario
+        .expectations
+        .iter()
+        .map(|expectation| ExpectationResult::of(expectation, &report))
+        .collect();
+    Ok(report)
 }
 
 /// The bootstrap of an Envoy variant: one ingress listener routing everything to the upstream, with the

@@ -15,9 +15,9 @@
 //! - `recovery`: 1.5x capacity for 3 s right after the stall (its p99 is the "back to normal
 //!   within 3 s" figure), then `after`: 1.5x for 5 s more.
 //!
-//! Expectations: the targets of the load-shedder issue (flood: critical success >= 99 % and goodput
-//! >= native adaptive concurrency's; 3x: goodput >= 90 % of capacity; unloaded: nothing shed) and,
-//! in smoke runs too, the directions (nothing shed unloaded, sheds in overload, critical served
+//! Expectations: the targets of the load-shedder issue (flood: critical success of at least 99 % and
+//! goodput at least native adaptive concurrency's; 3x: goodput of at least 90 % of capacity; unloaded:
+//! nothing shed) and, in smoke runs too, the directions (nothing shed unloaded, sheds in overload, critical served
 //! above sheddable, no connection failures).
 
 use std::time::Duration;

@@ -128,7 +128,7 @@ fn expectations(capacity: f64) -> Vec<Expectation> {
                 })
             },
         ),
-        Expectation::no_connection_failures(),
+        Expectation::no_connection_failures(&[OURS]),
         Expectation::target("flood: load-shedder critical success >= 99 %", |report| {
             let critical = report
                 .result(OURS, "flood")?

@@ -64,8 +64,8 @@ pub const MODULES: &[Module] = &[
         file_name: "load_shedder.wasm",
         kind: Kind::Filter,
         demo: Some(Demo {
-            // Small enough that a laptop can overload the 32-worker demo service.
-            config: r#"{"limit": {"max_limit": 64}}"#,
+            // The defaults: what we recommend to every service.
+            config: "{}",
             guide: &[
                 "load-shedder: overload the 32-worker demo service and watch low-criticality work get shed first:",
                 "  hey -z 10s -c 300 -H 'x-request-criticality: sheddable' {ingress}/ &",

@@ -51,6 +51,10 @@ pub struct Module {
     pub demo: Option<Demo>,
     /// The scenario (`cargo xtask scenario <name>`) that shows it acting, if any.
     pub scenario: Option<&'static str>,
+    /// A filter's plugin configuration (JSON text) in `cargo xtask bench overhead`: its defaults, but
+    /// refusing no request (a local reply costs less than proxying and would flatter the figure).
+    /// `None` for the suite and test modules.
+    pub bench_config: Option<&'static str>,
 }
 
 /// Where meshkit lives, relative to the workspace root: every filter is built from its sources too.
@@ -74,6 +78,8 @@ pub const MODULES: &[Module] = &[
             ],
         }),
         scenario: Some("load-shedding"),
+        // Dry run: every request takes the whole admission and release path and is proxied.
+        bench_config: Some(r#"{"dry_run": true}"#),
     },
     Module {
         crate_name: "mesh-suite",
@@ -82,6 +88,7 @@ pub const MODULES: &[Module] = &[
         kind: Kind::Suite,
         demo: None,
         scenario: None,
+        bench_config: None,
     },
     Module {
         crate_name: "host-fixture",
@@ -90,6 +97,7 @@ pub const MODULES: &[Module] = &[
         kind: Kind::TestModule,
         demo: None,
         scenario: None,
+        bench_config: None,
     },
 ];
 
@@ -159,6 +167,18 @@ mod tests {
     fn test_modules_are_neither_demoed_nor_in_scenarios() {
         for m in MODULES.iter().filter(|m| m.kind == Kind::TestModule) {
             assert!(m.demo.is_none() && m.scenario.is_none(), "{}", m.crate_name);
+        }
+    }
+
+    #[test]
+    fn exactly_the_filters_have_a_bench_configuration() {
+        for m in MODULES {
+            assert_eq!(
+                m.bench_config.is_some(),
+                m.kind == Kind::Filter,
+                "{}",
+                m.crate_name
+            );
         }
     }
 

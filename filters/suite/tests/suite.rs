@@ -14,6 +14,20 @@ fn every_filter_of_the_suite_has_a_distinct_name() {
     assert!(names.contains(&"load-shedder"));
 }
 
+/// The suite's filter names are the catalog's crate names: the benchmark and the real-Envoy tests
+/// configure a section per shipped filter by its crate name.
+#[test]
+fn every_shipped_filter_joins_the_suite_under_its_crate_name() {
+    let names: Vec<_> = mesh_suite::factories().iter().map(|f| f.name()).collect();
+    for filter in mesh_catalog::filters() {
+        assert!(
+            names.contains(&filter.crate_name),
+            "{} is not in the suite's factories(): {names:?}",
+            filter.crate_name
+        );
+    }
+}
+
 #[test]
 fn the_suite_runs_the_configured_sections_in_order() {
     let host = FakeHost::new();

@@ -12,7 +12,7 @@ use meshkit::kit::{Chain, MemberFactory, Verdict};
 use meshkit::shared::MemoryStore;
 use retry_budget::worker::CAS_RETRIES;
 use retry_budget::RetryBudget;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::Duration;
 
 const REQUEST: HeaderMapKind = HeaderMapKind::RequestHeaders;
@@ -424,12 +424,14 @@ fn the_server_role_fails_open_and_hostile_attempt_counts_are_first_attempts() {
     );
 }
 
+// WASI has no threads: the two tests below run natively only.
+#[cfg(not(target_os = "wasi"))]
 #[test]
 fn workers_on_several_threads_draw_on_one_budget_exactly() {
     const WORKERS: usize = 4;
     const RETRIES_EACH: usize = 40;
     let store = Arc::new(MemoryStore::new());
-    let barrier = Arc::new(Barrier::new(WORKERS));
+    let barrier = Arc::new(std::sync::Barrier::new(WORKERS));
     // 50 retries/s over 1 s: exactly 50 tokens, spent by 160 retries racing on 4 threads.
     let config = r#"{"role": "server", "ratio": 0, "min_retries_per_second": 50, "ttl_ms": 1000}"#;
     let admitted: usize = (0..WORKERS)
@@ -455,11 +457,12 @@ fn workers_on_several_threads_draw_on_one_budget_exactly() {
     assert_eq!(admitted, 50);
 }
 
+#[cfg(not(target_os = "wasi"))]
 #[test]
 fn client_workers_on_several_threads_never_reserve_more_than_the_budget() {
     const WORKERS: usize = 4;
     let store = Arc::new(MemoryStore::new());
-    let barrier = Arc::new(Barrier::new(WORKERS));
+    let barrier = Arc::new(std::sync::Barrier::new(WORKERS));
     // 30 tokens; each request may reserve 3; 4 × 20 requests in flight want 240.
     let config = r#"{"ratio": 0, "min_retries_per_second": 30, "ttl_ms": 1000}"#;
     let reserved: u32 = (0..WORKERS)

@@ -4,7 +4,7 @@
 //!
 //! ```json
 //! { "role": "server", "ratio": 0.1, "min_retries_per_second": 5, "ttl_ms": 10000,
-//!   "retry_header": "x-retry-attempt", "retry_after_seconds": 2 }
+//!   "retry_header": "x-client-attempt", "retry_after_seconds": 2 }
 //! ```
 
 use meshkit::config::{require_positive, ConfigError, DurationMs, Fraction, HeaderName, Validate};
@@ -58,7 +58,8 @@ pub struct RetryBudgetConfig {
     /// How many keys get their own budget; later keys share one overflow budget until a key
     /// expires (idle for `ttl_ms`) (default 32; 1 to 512).
     pub max_keys: u32,
-    /// Server role: a header whose presence marks a request as a retry, besides
+    /// Server role: a header carrying the attempt number (1 for a first attempt), as clients
+    /// outside the mesh may send it; a value above 1 marks a retry, besides
     /// `x-envoy-attempt-count` > 1 and `grpc-previous-rpc-attempts` > 0 (default none).
     pub retry_header: Option<HeaderName>,
     /// Server role: `retry-after` seconds of the reply to a rejected retry (default 1; 1 to

@@ -19,7 +19,7 @@
 //!   written with the key's next update or the next tick. A response with pushback
 //!   (`grpc-retry-pushback-ms`, `retry-after` on 429/5xx, `x-mesh-shed: 1`) is written at once.
 //! - Server role: a retry (`x-envoy-attempt-count` > 1, `grpc-previous-rpc-attempts` > 0, or the
-//!   configured `retry_header`) withdraws a token or is rejected with a local reply (503 with
+//!   configured `retry_header` > 1) withdraws a token or is rejected with a local reply (503 with
 //!   `retry-after`, or gRPC UNAVAILABLE with `grpc-retry-pushback-ms: -1`); a first attempt
 //!   deposits. When the update fails the request passes.
 
@@ -354,7 +354,7 @@ impl RetryBudget {
             || self
                 .retry_header
                 .as_ref()
-                .is_some_and(|name| host.header(request, name.as_str()).is_some())
+                .is_some_and(|name| count(name.as_str()).is_some_and(|attempt| attempt > 1))
     }
 
     /// Server role: admits a first attempt (deposit) or a retry within the budget; rejects the

@@ -364,10 +364,25 @@ fn the_server_role_admits_retries_within_the_ratio_and_rejects_the_rest() {
         );
     }
     assert_eq!(
-        open(&host, &mut chain, &[(":authority", "pay"), ("x-retry", "")]).1,
+        open(
+            &host,
+            &mut chain,
+            &[(":authority", "pay"), ("x-retry", "1")]
+        )
+        .1,
+        Verdict::Continue,
+        "attempt 1 of the configured header is a first attempt"
+    );
+    assert_eq!(
+        open(
+            &host,
+            &mut chain,
+            &[(":authority", "pay"), ("x-retry", "2")]
+        )
+        .1,
         Verdict::Replied
     );
-    assert_eq!(host.counter("mesh.retry_budget.requests"), 9);
+    assert_eq!(host.counter("mesh.retry_budget.requests"), 10);
     assert_eq!(host.counter("mesh.retry_budget.retries_observed"), 5);
     assert_eq!(host.counter("mesh.retry_budget.retries_allowed"), 3);
     assert_eq!(host.counter("mesh.retry_budget.retries_denied"), 2);

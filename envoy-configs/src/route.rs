@@ -28,6 +28,17 @@ impl RouteConfiguration {
         self
     }
 
+    /// Makes the virtual hosts so far report attempt counts (see
+    /// [`VirtualHost::include_attempt_counts`]).
+    pub fn include_attempt_counts(mut self) -> Self {
+        self.virtual_hosts = self
+            .virtual_hosts
+            .into_iter()
+            .map(VirtualHost::include_attempt_counts)
+            .collect();
+        self
+    }
+
     /// The virtual hosts, in insertion order.
     pub fn virtual_hosts(&self) -> &[VirtualHost] {
         &self.virtual_hosts

@@ -91,7 +91,7 @@ pub const MODULES: &[Module] = &[
                 "  curl -s {admin}/stats/prometheus | grep mesh_retry_budget",
             ],
         }),
-        scenario: None,
+        scenario: Some("retry-storm"),
     },
     Module {
         crate_name: "mesh-suite",

@@ -1,5 +1,6 @@
 //! Every named scenario runs end to end (real Envoy, upstream, load) in a two-second smoke run, so none
-//! of the benchmarks rots between the runs that measure with them.
+//! of the benchmarks rots between the runs that measure with them, and shows the directions it expects
+//! (e.g. less amplification with a retry budget than without).
 #![allow(clippy::panic)]
 
 use std::time::Duration;
@@ -33,6 +34,11 @@ fn every_scenario_runs_end_to_end_in_a_smoke_run() {
                     row.load.sent_requests(),
                     row.upstream.received
                 );
+            }
+        }
+        for expectation in &scenario.expectations {
+            if let Err(wrong) = expectation.check(&report) {
+                panic!("{name}: {wrong}\n{}", report.table());
             }
         }
         let path = report

@@ -63,5 +63,6 @@ pub fn load_shedding() -> Scenario {
             Variant::native_adaptive_concurrency(),
             Variant::wasm_filter("load-shedder", "load-shedder"),
         ],
+        expectations: Vec::new(),
     }
 }

@@ -12,6 +12,7 @@
 mod catalog;
 mod load_shedding;
 mod report;
+mod retry_storm;
 
 pub use catalog::{by_name, catalog, NAMES};
 pub use report::{PhaseResult, ScenarioReport};
@@ -82,6 +83,23 @@ pub struct Variant {
     pub name: String,
     /// The request path of this variant.
     pub path: Path,
+    /// Envoy's retries of the route to the upstream (the route then also reports
+    /// `x-envoy-attempt-count` on requests and responses); `None`: Envoy does not retry.
+    pub route_retries: Option<envoy_configs::RetryPolicy>,
+    /// The upstream cluster's circuit-breaker thresholds (default: unlimited, as a mesh runs).
+    pub upstream_thresholds: Thresholds,
+    /// The load generator's per-attempt timeout and retries, when this variant's differ from the
+    /// scenario's.
+    pub client: Option<ClientSide>,
+}
+
+/// How the load generator's client behaves: per-attempt timeout and its own retries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClientSide {
+    /// Client timeout per attempt.
+    pub timeout: Duration,
+    /// Client-side retries.
+    pub retry: RetryPolicy,
 }
 
 impl Variant {
@@ -90,6 +108,9 @@ impl Variant {
         Self {
             name: "direct".into(),
             path: Path::Direct,
+            route_retries: None,
+            upstream_thresholds: Thresholds::unlimited(),
+            client: None,
         }
     }
 
@@ -116,6 +137,20 @@ impl Variant {
         })
     }
 
+    /// Envoy with the module of crate `crate_name`, configured with `config`, as the first HTTP
+    /// filter (plugin name = the variant's name).
+    pub fn wasm_filter_configured(
+        name: &str,
+        crate_name: &'static str,
+        config: serde_json::Value,
+    ) -> Self {
+        let plugin = name.to_owned();
+        Self::envoy(name, move |listener| {
+            let module = mesh_catalog::built(crate_name)?;
+            Ok(listener.wasm_filter(WasmFilter::new(&plugin, module).configuration(&config)))
+        })
+    }
+
     /// Envoy whose ingress listener is shaped by `shape` (e.g. adds one of our wasm filters).
     pub fn envoy(
         name: impl Into<String>,
@@ -124,6 +159,71 @@ impl Variant {
         Self {
             name: name.into(),
             path: Path::Envoy(Arc::new(shape)),
+            route_retries: None,
+            upstream_thresholds: Thresholds::unlimited(),
+            client: None,
+        }
+    }
+
+    /// The same variant under another name.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The same variant with Envoy retrying the route per `policy`.
+    pub fn with_route_retries(mut self, policy: envoy_configs::RetryPolicy) -> Self {
+        self.route_retries = Some(policy);
+        self
+    }
+
+    /// The same variant with these thresholds on the upstream cluster.
+    pub fn with_upstream_thresholds(mut self, thresholds: Thresholds) -> Self {
+        self.upstream_thresholds = thresholds;
+        self
+    }
+
+    /// The same variant with its own client side.
+    pub fn with_client(mut self, client: ClientSide) -> Self {
+        self.client = Some(client);
+        self
+    }
+}
+
+/// A direction a scenario's figures must show even in a smoke run (checked by the test suite).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expectation {
+    /// In `phase`, variant `lower` amplifies requests to the upstream less than variant `than`.
+    LowerAmplification {
+        /// The phase compared.
+        phase: &'static str,
+        /// The variant that must amplify less.
+        lower: &'static str,
+        /// The variant it is compared with.
+        than: &'static str,
+    },
+}
+
+impl Expectation {
+    /// Whether `report` shows the direction; otherwise what it shows instead.
+    pub fn check(&self, report: &ScenarioReport) -> Result<(), String> {
+        match self {
+            Expectation::LowerAmplification { phase, lower, than } => {
+                let amplification = |variant: &str| {
+                    report
+                        .result(variant, phase)
+                        .map(|row| row.amplification)
+                        .ok_or_else(|| format!("no row for {variant} / {phase}"))
+                };
+                let (ours, theirs) = (amplification(lower)?, amplification(than)?);
+                if ours < theirs {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{phase}: {lower} amplified {ours:.2}x, not less than {than}'s {theirs:.2}x"
+                    ))
+                }
+            }
         }
     }
 }
@@ -153,6 +253,8 @@ pub struct Scenario {
     pub phases: Vec<Phase>,
     /// Variants, run one after another.
     pub variants: Vec<Variant>,
+    /// Directions the figures must show, even in a smoke run.
+    pub expectations: Vec<Expectation>,
 }
 
 /// How long a run lasts.
@@ -205,7 +307,7 @@ pub fn run(scenario: &Scenario, mode: RunMode) -> Result<ScenarioReport, Scenari
         let envoy = match &variant.path {
             Path::Direct => None,
             Path::Envoy(shape) => {
-                let bootstrap = bootstrap_for(shape, upstream.addr())?;
+                let bootstrap = bootstrap_for(shape, variant, upstream.addr())?;
                 let options = EnvoyOptions {
                     concurrency: scenario.envoy_concurrency,
                     ..EnvoyOptions::default()
@@ -226,10 +328,14 @@ pub fn run(scenario: &Scenario, mode: RunMode) -> Result<ScenarioReport, Scenari
             };
             let mut config =
                 LoadConfig::new(target, scenario.protocol, phase.rate_per_sec, duration);
+            let client = variant.client.unwrap_or(ClientSide {
+                timeout: scenario.timeout,
+                retry: scenario.retry,
+            });
             config.connections = scenario.connections;
-            config.timeout = scenario.timeout;
+            config.timeout = client.timeout;
             config.classes = scenario.classes.clone();
-            config.retry = scenario.retry;
+            config.retry = client.retry;
             upstream.set_fault(phase.fault);
             let before = upstream.counters();
             let load = runtime.block_on(load::run(&config))?;
@@ -248,19 +354,25 @@ pub fn run(scenario: &Scenario, mode: RunMode) -> Result<ScenarioReport, Scenari
     })
 }
 
-/// The bootstrap of an Envoy variant: one ingress listener routing everything to the upstream, with the
-/// upstream cluster's circuit breakers off (the mesh relies on its own protections, not Envoy's defaults).
+/// The bootstrap of an Envoy variant: one ingress listener routing everything to the upstream (retried
+/// per the variant's route retries), with the variant's circuit breakers on the upstream cluster
+/// (unlimited by default: the mesh relies on its own protections, not Envoy's defaults).
 fn bootstrap_for(
     shape: &ListenerShape,
+    variant: &Variant,
     upstream: std::net::SocketAddr,
 ) -> Result<Bootstrap, ModuleError> {
-    let listener = shape(Listener::http(INGRESS_LISTENER, 0))?.route(
-        Route::prefix("/")
-            .to_cluster(UPSTREAM_CLUSTER)
-            .timeout(Duration::from_secs(30)),
-    );
+    let mut route = Route::prefix("/")
+        .to_cluster(UPSTREAM_CLUSTER)
+        .timeout(Duration::from_secs(30));
+    let mut listener = shape(Listener::http(INGRESS_LISTENER, 0))?;
+    if let Some(policy) = &variant.route_retries {
+        route = route.retry_policy(policy.clone());
+        listener = listener.include_attempt_counts();
+    }
+    let listener = listener.route(route);
     Ok(Bootstrap::new(0).listener(listener).cluster(
         Cluster::static_cluster(UPSTREAM_CLUSTER, [upstream])
-            .circuit_breaker(Thresholds::unlimited()),
+            .circuit_breaker(variant.upstream_thresholds.clone()),
     ))
 }

@@ -239,6 +239,7 @@ impl RetryBudget {
 
     /// Updates the budget of `key` (`None`: overflow) with `step`, applying this worker's
     /// pending refunds for it. Returns the budget key charged (empty: overflow) and the state.
+    /// A request charged to the overflow budget is counted by [`Self::charge`].
     fn update(
         &mut self,
         host: &dyn Host,
@@ -247,7 +248,6 @@ impl RetryBudget {
         step: &mut dyn FnMut(&mut BudgetState, &Budget),
     ) -> Result<(Vec<u8>, BudgetState), UpdateError> {
         let Some(key) = key else {
-            self.metrics.overflow_requests.increment(host, 1);
             let state = self.update_overflow(host, now, step)?;
             self.pending.remove(&b""[..]);
             return Ok((Vec::new(), state));
@@ -262,7 +262,6 @@ impl RetryBudget {
                 }
             }
             Some(Place::Overflow(since)) if now.saturating_duration_since(since) < self.ttl => {
-                self.metrics.overflow_requests.increment(host, 1);
                 let state = self.update_overflow(host, now, step)?;
                 self.pending.remove(&b""[..]);
                 return Ok((Vec::new(), state));
@@ -278,7 +277,6 @@ impl RetryBudget {
                 }
                 self.places.insert(key.clone(), place);
                 if let Place::Overflow(_) = place {
-                    self.metrics.overflow_requests.increment(host, 1);
                     self.pending.remove(&b""[..]);
                     return Ok((Vec::new(), state));
                 }
@@ -287,6 +285,23 @@ impl RetryBudget {
         };
         self.pending.remove(&key);
         Ok((key, state))
+    }
+
+    /// [`Self::update`] for a request: also counts a request charged to the overflow budget and
+    /// publishes the key's gauge.
+    fn charge(
+        &mut self,
+        host: &dyn Host,
+        key: Option<Vec<u8>>,
+        now: Timestamp,
+        step: &mut dyn FnMut(&mut BudgetState, &Budget),
+    ) -> Result<Vec<u8>, UpdateError> {
+        let (key, state) = self.update(host, key, now, step)?;
+        if key.is_empty() {
+            self.metrics.overflow_requests.increment(host, 1);
+        }
+        self.publish(host, &key, &state, now);
+        Ok(key)
     }
 
     /// Sets the `budget_available` gauge of `key` (bounded: at most `max_keys + 1` gauges).
@@ -320,12 +335,11 @@ impl RetryBudget {
         let now = host.now();
         let key = self.budget_key(host);
         let mut reservation = Reservation::default();
-        let result = self.update(host, key, now, &mut |state, budget| {
+        let result = self.charge(host, key, now, &mut |state, budget| {
             reservation = state.reserve(budget, now);
         });
         let retries = match result {
-            Ok((key, state)) => {
-                self.publish(host, &key, &state, now);
+            Ok(key) => {
                 stream.reserved = Some((key, reservation));
                 reservation.retries
             }
@@ -364,7 +378,7 @@ impl RetryBudget {
         let retry = self.is_retry(host);
         let key = self.budget_key(host);
         let mut admitted = true;
-        let result = self.update(host, key, now, &mut |state, budget| {
+        let result = self.charge(host, key, now, &mut |state, budget| {
             if retry {
                 admitted = state.admit_retry(budget, now);
             } else {
@@ -372,7 +386,7 @@ impl RetryBudget {
             }
         });
         match result {
-            Ok((key, state)) => self.publish(host, &key, &state, now),
+            Ok(_) => {}
             Err(err) => {
                 log::debug!("{FILTER}: admission failed open: {err}");
                 self.metrics.update_failed.increment(host, 1);

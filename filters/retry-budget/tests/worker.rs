@@ -269,6 +269,21 @@ fn budgets_are_per_cluster_and_keys_past_max_keys_share_the_overflow_budget() {
         "a: now the overflow"
     );
     assert_eq!(host.counter("mesh.retry_budget.overflow_requests"), 3);
+    // Refunds and pushbacks written for overflowed keys are not requests.
+    let (mut stream, _) = request_to(&host, &mut chain, "a");
+    respond(
+        &host,
+        &mut chain,
+        &mut stream,
+        &[
+            (":status", "503"),
+            ("x-envoy-attempt-count", "1"),
+            ("retry-after", "1"),
+        ],
+    );
+    chain.on_tick(&host);
+    assert_eq!(host.counter("mesh.retry_budget.pushbacks_honoured"), 1);
+    assert_eq!(host.counter("mesh.retry_budget.overflow_requests"), 4);
 }
 
 #[test]

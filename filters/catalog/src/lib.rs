@@ -82,6 +82,26 @@ pub const MODULES: &[Module] = &[
         bench_config: Some(r#"{"dry_run": true}"#),
     },
     Module {
+        crate_name: "retry-budget",
+        crate_dir: "filters/retry-budget",
+        file_name: "retry_budget.wasm",
+        kind: Kind::Filter,
+        demo: Some(Demo {
+            // The demo sidecar is an ingress: the server role, with a small per-second minimum so
+            // that a few retries beyond 20 % of first attempts already get rejected.
+            config: r#"{"role": "server", "min_retries_per_second": 1}"#,
+            guide: &[
+                "retry-budget (server role): first attempts pass; retries beyond 20 % of them (plus 1/s) get 503 + retry-after:",
+                "  hey -z 10s -c 10 -q 20 {ingress}/ &",
+                "  hey -z 10s -c 10 -q 20 -H 'x-envoy-attempt-count: 2' {ingress}/",
+                "  curl -s {admin}/stats/prometheus | grep mesh_retry_budget",
+            ],
+        }),
+        scenario: Some("retry-storm"),
+        // The client role: it sets the retry header on every request and refuses none.
+        bench_config: Some("{}"),
+    },
+    Module {
         crate_name: "mesh-suite",
         crate_dir: "filters/suite",
         file_name: "mesh_suite.wasm",

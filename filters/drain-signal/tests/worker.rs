@@ -15,7 +15,7 @@ use meshkit::kit::fake::{FakeHost, SentReply};
 use meshkit::kit::{Chain, Host, MemberFactory, Verdict};
 use meshkit::properties::namespace_of;
 use meshkit::shared::{MemoryStore, SharedCell, SharedStore};
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A 2 s delay, as in the scenario.
@@ -434,6 +434,7 @@ fn hostile_bytes_never_panic_and_are_refused() {
 #[cfg(not(target_os = "wasi"))]
 #[test]
 fn workers_on_threads_sharing_one_store_dispatch_the_admin_call_exactly_once() {
+    use std::sync::Barrier;
     const WORKERS: usize = 4;
     for round in 0..20 {
         let store = Arc::new(MemoryStore::new());

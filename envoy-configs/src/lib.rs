@@ -38,7 +38,9 @@ pub use http_filters::{
     AdaptiveConcurrency, ConcurrencyLimitParams, GradientControllerConfig, HttpFilter,
     HttpFilterConfig, MinRttCalcParams, Percent, Router, WasmFilter, WASM_RUNTIME_V8,
 };
-pub use listener::{Address, CodecType, DrainType, HttpConnectionManager, Listener, SocketAddress};
+pub use listener::{
+    Address, CodecType, DrainType, HttpConnectionManager, Listener, SocketAddress, TrafficDirection,
+};
 pub use route::{
     ClusterSpecifier, HeaderMatcher, PathMatch, PreviousHostsPredicate, PreviousPrioritiesConfig,
     RetryHostPredicate, RetryOn, RetryPolicy, RetryPriority, Route, RouteAction,

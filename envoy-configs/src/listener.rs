@@ -65,6 +65,17 @@ pub enum DrainType {
     ModifyOnly,
 }
 
+/// `core.v3.TrafficDirection`: which way a listener's traffic flows. Admin
+/// `/drain_listeners?inboundonly` drains only `Inbound` listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TrafficDirection {
+    /// Traffic into the service (the ingress sidecar).
+    Inbound,
+    /// Traffic out of the service (the egress sidecar).
+    Outbound,
+}
+
 /// `envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`.
 ///
 /// Invariant kept by the builder: the router filter is always the last HTTP filter.
@@ -162,6 +173,7 @@ pub struct Listener {
     address: Address,
     http_connection_manager: HttpConnectionManager,
     drain_type: Option<DrainType>,
+    traffic_direction: Option<TrafficDirection>,
 }
 
 impl Listener {
@@ -174,6 +186,7 @@ impl Listener {
             name,
             address: Address::loopback(port),
             drain_type: None,
+            traffic_direction: None,
         }
     }
 
@@ -236,6 +249,13 @@ impl Listener {
         self
     }
 
+    /// Sets the listener's traffic direction (unset: unspecified, which
+    /// `/drain_listeners?inboundonly` leaves alone).
+    pub fn traffic_direction(mut self, direction: TrafficDirection) -> Self {
+        self.traffic_direction = Some(direction);
+        self
+    }
+
     /// The listener's name (also its connection manager's stat prefix unless replaced).
     pub fn name(&self) -> &str {
         &self.name
@@ -291,6 +311,8 @@ impl Serialize for Listener {
             filter_chains: [FilterChain<'a>; 1],
             #[serde(skip_serializing_if = "Option::is_none")]
             drain_type: Option<DrainType>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            traffic_direction: Option<TrafficDirection>,
         }
         Repr {
             name: &self.name,
@@ -302,6 +324,7 @@ impl Serialize for Listener {
                 }],
             }],
             drain_type: self.drain_type,
+            traffic_direction: self.traffic_direction,
         }
         .serialize(serializer)
     }
@@ -335,6 +358,7 @@ mod tests {
         assert_eq!(filter["typed_config"]["stat_prefix"], "ingress");
         assert_eq!(filter["typed_config"]["codec_type"], "AUTO");
         assert!(value.get("drain_type").is_none());
+        assert!(value.get("traffic_direction").is_none());
     }
 
     #[test]
@@ -354,14 +378,14 @@ mod tests {
         let listener = Listener::http("l", 1)
             .codec(CodecType::Http2)
             .drain_timeout(Duration::from_millis(1500))
-            .drain_type(DrainType::ModifyOnly);
+            .drain_type(DrainType::ModifyOnly)
+            .traffic_direction(TrafficDirection::Inbound);
         let hcm = hcm_json(&listener);
         assert_eq!(hcm["codec_type"], "HTTP2");
         assert_eq!(hcm["drain_timeout"], "1.500s");
-        assert_eq!(
-            serde_json::to_value(&listener).unwrap()["drain_type"],
-            "MODIFY_ONLY"
-        );
+        let value = serde_json::to_value(&listener).unwrap();
+        assert_eq!(value["drain_type"], "MODIFY_ONLY");
+        assert_eq!(value["traffic_direction"], "INBOUND");
     }
 
     #[test]

@@ -68,8 +68,8 @@ pub const MODULES: &[Module] = &[
         file_name: "load_shedder.wasm",
         kind: Kind::Filter,
         demo: Some(Demo {
-            // Small enough that a laptop can overload the 32-worker demo service.
-            config: r#"{"limit": {"max_limit": 64}}"#,
+            // The defaults: what we recommend to every service.
+            config: "{}",
             guide: &[
                 "load-shedder: overload the 32-worker demo service and watch low-criticality work get shed first:",
                 "  hey -z 10s -c 300 -H 'x-request-criticality: sheddable' {ingress}/ &",
@@ -80,6 +80,26 @@ pub const MODULES: &[Module] = &[
         scenario: Some("load-shedding"),
         // Dry run: every request takes the whole admission and release path and is proxied.
         bench_config: Some(r#"{"dry_run": true}"#),
+    },
+    Module {
+        crate_name: "retry-budget",
+        crate_dir: "filters/retry-budget",
+        file_name: "retry_budget.wasm",
+        kind: Kind::Filter,
+        demo: Some(Demo {
+            // The demo sidecar is an ingress: the server role, with a small per-second minimum so
+            // that a few retries beyond 20 % of first attempts already get rejected.
+            config: r#"{"role": "server", "min_retries_per_second": 1}"#,
+            guide: &[
+                "retry-budget (server role): first attempts pass; retries beyond 20 % of them (plus 1/s) get 503 + retry-after:",
+                "  hey -z 10s -c 10 -q 20 {ingress}/ &",
+                "  hey -z 10s -c 10 -q 20 -H 'x-envoy-attempt-count: 2' {ingress}/",
+                "  curl -s {admin}/stats/prometheus | grep mesh_retry_budget",
+            ],
+        }),
+        scenario: Some("retry-storm"),
+        // The client role: it sets the retry header on every request and refuses none.
+        bench_config: Some("{}"),
     },
     Module {
         crate_name: "mesh-suite",

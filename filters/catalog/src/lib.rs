@@ -73,7 +73,7 @@ pub const MODULES: &[Module] = &[
                 "  sleep 6; curl -s {ingress}/.mesh/drain; curl -s {admin}/stats/prometheus | grep mesh_drain_signal",
             ],
         }),
-        scenario: None,
+        scenario: Some("drain"),
     },
     Module {
         crate_name: "load-shedder",

@@ -2,12 +2,14 @@
 //!
 //! - [`demo`]: the local sidecar demo of `cargo xtask up`.
 //! - [`grpc_wire`]: a raw gRPC probe showing response headers and trailers as sent.
+//! - [`keepalive`]: keep-alive clients that reconnect when the server closes, and what they saw.
 //! - [`upstream`]: scriptable loopback upstreams (HTTP/1.1, HTTP/2, gRPC; capacity model, faults, counters).
 //! - [`scenario`]: named benchmarks (Envoy + upstream + load in phases, variants side by side).
 //! - [`load`]: an open-loop load generator with HDR latency histograms and a serializable report.
 
 pub mod demo;
 pub mod grpc_wire;
+pub mod keepalive;
 pub mod load;
 pub mod scenario;
 pub mod upstream;

@@ -32,7 +32,7 @@ pub use bootstrap::{Admin, Bootstrap, Node, StaticResources};
 pub use cluster::{
     AggregateClusterConfig, CircuitBreakers, Cluster, ClusterLoadAssignment, CustomClusterType,
     DiscoveryType, DnsLookupFamily, Endpoint, LbEndpoint, LbPolicy, LocalityLbEndpoints,
-    RoutingPriority, Thresholds, UpstreamHttpProtocol,
+    RetryBudget, RoutingPriority, Thresholds, UpstreamHttpProtocol,
 };
 pub use http_filters::{
     AdaptiveConcurrency, ConcurrencyLimitParams, GradientControllerConfig, HttpFilter,

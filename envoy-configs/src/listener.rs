@@ -129,6 +129,13 @@ impl HttpConnectionManager {
         self
     }
 
+    /// Makes the router report `x-envoy-attempt-count` on upstream requests and on responses, on
+    /// the virtual hosts so far (see [`VirtualHost::include_attempt_counts`]).
+    pub fn include_attempt_counts(mut self) -> Self {
+        self.route_config = self.route_config.include_attempt_counts();
+        self
+    }
+
     /// Adds an HTTP filter after the ones already added, and before the router.
     pub fn http_filter(mut self, filter: HttpFilter) -> Self {
         let router_at = self.http_filters.len().saturating_sub(1);
@@ -208,6 +215,12 @@ impl Listener {
     /// Adds a virtual host.
     pub fn virtual_host(self, virtual_host: VirtualHost) -> Self {
         self.map_hcm(|hcm| hcm.virtual_host(virtual_host))
+    }
+
+    /// Makes the router report attempt counts on the virtual hosts so far (the catch-all one
+    /// included): `x-envoy-attempt-count` on upstream requests and on responses.
+    pub fn include_attempt_counts(self) -> Self {
+        self.map_hcm(HttpConnectionManager::include_attempt_counts)
     }
 
     /// Adds a proxy-wasm filter (before the router, after previously added filters).
@@ -346,6 +359,18 @@ mod tests {
         assert_eq!(filter["typed_config"]["codec_type"], "AUTO");
         assert!(value.get("drain_type").is_none());
         assert!(value.get("traffic_direction").is_none());
+    }
+
+    #[test]
+    fn attempt_counts_apply_to_the_catch_all_virtual_host() {
+        let listener = Listener::http("l", 1)
+            .include_attempt_counts()
+            .route(Route::prefix("/").to_cluster("c"));
+        let hosts = &hcm_json(&listener)["route_config"]["virtual_hosts"];
+        assert_eq!(hosts.as_array().unwrap().len(), 1);
+        assert_eq!(hosts[0]["include_request_attempt_count"], true);
+        assert_eq!(hosts[0]["include_attempt_count_in_response"], true);
+        assert_eq!(hosts[0]["routes"][0]["route"]["cluster"], "c");
     }
 
     #[test]

@@ -14,6 +14,50 @@ fn every_filter_of_the_suite_has_a_distinct_name() {
     assert_eq!(unique.len(), names.len(), "{names:?}");
     assert!(names.contains(&"load-shedder"));
     assert!(names.contains(&"drain-signal"));
+    assert!(names.contains(&"retry-budget"));
+}
+
+#[test]
+fn the_retry_budget_runs_in_the_suite_beside_the_load_shedder() {
+    let host = FakeHost::new();
+    let config = r#"{"filters":[
+        {"filter":"load-shedder"},
+        {"filter":"retry-budget","config":{"role":"server"}}]}"#;
+    let chain = Chain::suite(
+        &mesh_suite::factories(),
+        Some(config.as_bytes()),
+        &host,
+        "suite",
+    )
+    .unwrap();
+    assert_eq!(chain.filter_names(), ["load-shedder", "retry-budget"]);
+    assert!(host
+        .metric_names()
+        .contains(&"mesh.retry_budget.retries_denied".to_owned()));
+    let bad = r#"{"filters":[{"filter":"retry-budget","config":{"role":"server","ratio":2}}]}"#;
+    let err = Chain::suite(
+        &mesh_suite::factories(),
+        Some(bad.as_bytes()),
+        &host,
+        "suite",
+    )
+    .err()
+    .unwrap();
+    assert_eq!(err.path, "filters[0].config.ratio");
+}
+
+/// The suite's filter names are the catalog's crate names: the benchmark and the real-Envoy tests
+/// configure a section per shipped filter by its crate name.
+#[test]
+fn every_shipped_filter_joins_the_suite_under_its_crate_name() {
+    let names: Vec<_> = mesh_suite::factories().iter().map(|f| f.name()).collect();
+    for filter in mesh_catalog::filters() {
+        assert!(
+            names.contains(&filter.crate_name),
+            "{} is not in the suite's factories(): {names:?}",
+            filter.crate_name
+        );
+    }
 }
 
 #[test]

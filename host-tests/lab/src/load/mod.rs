@@ -1,7 +1,11 @@
-//! Open-loop load generator for loopback targets: requests are launched at a fixed rate on a schedule fixed
-//! at the start (request `i` is due at `start + i / rate`), whatever the system under test does, so an
-//! overloaded target cannot slow the offered load. Latency is measured from the scheduled send time to the
-//! final outcome (no coordinated omission) into HDR histograms; [`run`] returns a serializable [`LoadReport`].
+//! Load generator for loopback targets. Open loop ([`Arrival::Open`], the default): requests are launched at
+//! a fixed rate on a schedule fixed at the start (request `i` is due at `start + i / rate`), whatever the
+//! system under test does, so an overloaded target cannot slow the offered load. Latency is measured from
+//! the scheduled send time to the final outcome (no coordinated omission) into HDR histograms; [`run`]
+//! returns a serializable [`LoadReport`]. Closed loop ([`Arrival::Closed`]): a fixed number of clients each
+//! send their next request the moment the previous one ended, so a refused request is followed at once by
+//! another (`hey -c N`, or clients that resend as soon as they are refused: the retry storm of real
+//! overload).
 //!
 //! Protocols: HTTP/1.1 keep-alive, HTTP/2 (h2c prior knowledge) and gRPC unary `mesh.test.v1.Echo/Get`
 //! (tonic), each over a pool of [`LoadConfig::connections`] connections used round robin.
@@ -89,6 +93,24 @@ pub struct RetryPolicy {
     pub backoff: Duration,
 }
 
+/// How a run launches its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arrival {
+    /// Open loop: requests due on a fixed schedule of this many per second, whatever the target does.
+    Open {
+        /// Offered load, requests per second.
+        rate_per_sec: f64,
+    },
+    /// Closed loop: this many clients, each sending its next request as soon as its previous one ended
+    /// (any outcome); the class weights split the clients (weights 1 and 4: every fifth client is of the
+    /// first class).
+    Closed {
+        /// Concurrent clients.
+        clients: usize,
+    },
+}
+
 /// One load run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadConfig {
@@ -96,11 +118,11 @@ pub struct LoadConfig {
     pub target: SocketAddr,
     /// Wire protocol.
     pub protocol: Protocol,
-    /// Offered load, requests per second (fixed schedule).
-    pub rate_per_sec: f64,
-    /// Length of the sending schedule.
+    /// Open loop at a rate, or closed loop with a number of clients.
+    pub arrival: Arrival,
+    /// Length of the sending schedule (closed loop: no request starts after it).
     pub duration: Duration,
-    /// Upper bound on the requests scheduled, if lower than `rate_per_sec × duration`.
+    /// Upper bound on the requests scheduled, if lower than `rate_per_sec × duration` (open loop only).
     pub max_requests: Option<u64>,
     /// Connections in the pool (see the module docs on HTTP/1.1 sizing).
     pub connections: usize,
@@ -121,18 +143,38 @@ pub struct LoadConfig {
 }
 
 impl LoadConfig {
-    /// `rate_per_sec` requests per second to `target` for `duration`, with defaults: 64 connections, 1 s
-    /// timeout, at most 10,000 outstanding, no retries, one class, `GET /`.
+    /// `rate_per_sec` requests per second (open loop) to `target` for `duration`, with defaults: 64
+    /// connections, 1 s timeout, at most 10,000 outstanding, no retries, one class, `GET /`.
     pub fn new(
         target: SocketAddr,
         protocol: Protocol,
         rate_per_sec: f64,
         duration: Duration,
     ) -> Self {
+        Self::with_arrival(target, protocol, Arrival::Open { rate_per_sec }, duration)
+    }
+
+    /// `clients` closed-loop clients sending to `target` for `duration`, with the defaults of [`Self::new`].
+    pub fn closed_loop(
+        target: SocketAddr,
+        protocol: Protocol,
+        clients: usize,
+        duration: Duration,
+    ) -> Self {
+        Self::with_arrival(target, protocol, Arrival::Closed { clients }, duration)
+    }
+
+    /// A run with `arrival` and the defaults of [`Self::new`].
+    pub fn with_arrival(
+        target: SocketAddr,
+        protocol: Protocol,
+        arrival: Arrival,
+        duration: Duration,
+    ) -> Self {
         Self {
             target,
             protocol,
-            rate_per_sec,
+            arrival,
             duration,
             max_requests: None,
             connections: 64,
@@ -146,12 +188,18 @@ impl LoadConfig {
         }
     }
 
-    /// Requests the schedule holds: `ceil(rate × duration)`, capped by `max_requests`.
-    pub fn scheduled_requests(&self) -> u64 {
+    /// Requests an open-loop schedule holds: `ceil(rate × duration)`, capped by `max_requests`; `None`
+    /// for a closed loop, whose count depends on the target.
+    pub fn scheduled_requests(&self) -> Option<u64> {
+        let Arrival::Open { rate_per_sec } = self.arrival else {
+            return None;
+        };
         // Float-to-int `as` saturates; the rate and duration were validated finite and positive.
-        let by_duration = (self.duration.as_secs_f64() * self.rate_per_sec).ceil() as u64;
-        self.max_requests
-            .map_or(by_duration, |max| max.min(by_duration))
+        let by_duration = (self.duration.as_secs_f64() * rate_per_sec).ceil() as u64;
+        Some(
+            self.max_requests
+                .map_or(by_duration, |max| max.min(by_duration)),
+        )
     }
 }
 
@@ -186,14 +234,45 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
     let plan = Arc::new(RequestPlan::new(config, classes)?);
     let client = Arc::new(Client::connect(config).await?);
     let mut tally = Tally::new(&plan.classes)?;
+    let start = Instant::now();
+    match config.arrival {
+        Arrival::Open { rate_per_sec } => {
+            let total = config.scheduled_requests().unwrap_or(0);
+            run_open_loop(
+                &client,
+                &plan,
+                &mut tally,
+                total,
+                rate_per_sec,
+                total_weight,
+                config,
+            )
+            .await;
+        }
+        Arrival::Closed { clients } => {
+            run_closed_loop(&client, &plan, &mut tally, clients, total_weight, config).await;
+        }
+    }
+    Ok(tally.into_report(config, start.elapsed()))
+}
+
+/// Launches `total` requests on the fixed schedule, then awaits them all.
+async fn run_open_loop(
+    client: &Arc<Client>,
+    plan: &Arc<RequestPlan>,
+    tally: &mut Tally,
+    total: u64,
+    rate_per_sec: f64,
+    total_weight: u64,
+    config: &LoadConfig,
+) {
     let mut running = JoinSet::new();
-    let total = config.scheduled_requests();
     let start = Instant::now();
     for index in 0..total {
-        let due = start + Duration::from_secs_f64(index as f64 / config.rate_per_sec);
+        let due = start + Duration::from_secs_f64(index as f64 / rate_per_sec);
         tokio::time::sleep_until(due).await;
         while let Some(finished) = running.try_join_next() {
-            tally.record_task(finished);
+            tally.record_task(finished.map(std::iter::once));
         }
         let class = plan.class_of(index % total_weight);
         if running.len() >= config.max_outstanding {
@@ -202,16 +281,46 @@ pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
         }
         tally.record_send_lag(Instant::now().saturating_duration_since(due));
         running.spawn(client::request(
-            Arc::clone(&client),
-            Arc::clone(&plan),
+            Arc::clone(client),
+            Arc::clone(plan),
             class,
             due,
         ));
     }
     while let Some(finished) = running.join_next().await {
+        tally.record_task(finished.map(std::iter::once));
+    }
+}
+
+/// Runs `clients` clients, each sending back to back until `config.duration` has passed, then awaits the
+/// requests in progress.
+async fn run_closed_loop(
+    client: &Arc<Client>,
+    plan: &Arc<RequestPlan>,
+    tally: &mut Tally,
+    clients: usize,
+    total_weight: u64,
+    config: &LoadConfig,
+) {
+    let end = Instant::now() + config.duration;
+    let mut running = JoinSet::new();
+    for index in 0..clients {
+        let class = plan.class_of(index as u64 % total_weight);
+        let (client, plan) = (Arc::clone(client), Arc::clone(plan));
+        running.spawn(async move {
+            let mut finished = Vec::new();
+            while Instant::now() < end {
+                let sent = Instant::now();
+                finished.push(
+                    client::request(Arc::clone(&client), Arc::clone(&plan), class, sent).await,
+                );
+            }
+            finished
+        });
+    }
+    while let Some(finished) = running.join_next().await {
         tally.record_task(finished);
     }
-    Ok(tally.into_report(config, start.elapsed()))
 }
 
 fn validate(config: &LoadConfig) -> Result<(), LoadError> {
@@ -219,8 +328,12 @@ fn validate(config: &LoadConfig) -> Result<(), LoadError> {
     if !config.target.ip().is_loopback() {
         return Err(LoadError::NonLoopbackTarget(config.target));
     }
-    if !(config.rate_per_sec.is_finite() && config.rate_per_sec > 0.0) {
-        return invalid("rate_per_sec must be finite and positive");
+    match config.arrival {
+        Arrival::Open { rate_per_sec } if !(rate_per_sec.is_finite() && rate_per_sec > 0.0) => {
+            return invalid("rate_per_sec must be finite and positive");
+        }
+        Arrival::Closed { clients: 0 } => return invalid("clients must be at least 1"),
+        Arrival::Open { .. } | Arrival::Closed { .. } => {}
     }
     if config.duration.is_zero() {
         return invalid("duration must be positive");

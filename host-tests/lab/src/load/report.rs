@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::task::JoinError;
 
 use super::client::{Finished, Outcome};
-use super::{LoadConfig, PreparedClass, Protocol};
+use super::{Arrival, LoadConfig, PreparedClass, Protocol};
 use crate::upstream::UpstreamCounters;
 
 /// Largest latency recorded exactly, in microseconds (one hour); longer ones are recorded as this.
@@ -110,7 +110,10 @@ pub struct OutcomeStats {
 pub struct LoadReport {
     /// Wire protocol used.
     pub protocol: Protocol,
-    /// Configured offered load, requests per second.
+    /// How the requests were launched.
+    pub arrival: Arrival,
+    /// Offered load, requests per second: the configured rate (open loop), or the client requests sent
+    /// per second (closed loop).
     pub offered_rps: f64,
     /// Responses (any status) per second, over `elapsed_secs`.
     pub achieved_rps: f64,
@@ -240,13 +243,23 @@ impl Tally {
         })
     }
 
-    pub(super) fn record_task(&mut self, finished: Result<Finished, JoinError>) {
+    /// Records the requests a task made (one request per open-loop task, a closed-loop client's all).
+    pub(super) fn record_task(
+        &mut self,
+        finished: Result<impl IntoIterator<Item = Finished>, JoinError>,
+    ) {
         let Ok(finished) = finished else {
             // Request tasks neither panic nor get aborted; count the impossible as a transport failure
             // rather than lose a request.
             self.totals.record(Outcome::Transport, Duration::ZERO);
             return;
         };
+        for finished in finished {
+            self.record(finished);
+        }
+    }
+
+    fn record(&mut self, finished: Finished) {
         self.attempts += u64::from(finished.attempts);
         self.finished += 1;
         self.totals.record(finished.outcome, finished.latency);
@@ -268,9 +281,14 @@ impl Tally {
 
     pub(super) fn into_report(self, config: &LoadConfig, elapsed: Duration) -> LoadReport {
         let elapsed_secs = elapsed.as_secs_f64();
+        let offered_rps = match config.arrival {
+            Arrival::Open { rate_per_sec } => rate_per_sec,
+            Arrival::Closed { .. } => per_second(self.finished, elapsed_secs),
+        };
         LoadReport {
             protocol: config.protocol,
-            offered_rps: config.rate_per_sec,
+            arrival: config.arrival,
+            offered_rps,
             achieved_rps: per_second(self.totals.responses, elapsed_secs),
             elapsed_secs,
             attempts: self.attempts,

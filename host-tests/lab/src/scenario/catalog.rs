@@ -2,12 +2,17 @@
 
 use std::time::Duration;
 
-use super::{Phase, Scenario, Variant};
+use super::{Expectation, Phase, Scenario, Variant};
 use crate::load::{Protocol, RetryPolicy};
 use crate::upstream::{ServiceTime, UpstreamConfig};
 
 /// Names of every scenario, in catalog order.
-pub const NAMES: &[&str] = &["baseline", "overload", super::load_shedding::NAME];
+pub const NAMES: &[&str] = &[
+    "baseline",
+    "overload",
+    super::load_shedding::NAME,
+    super::retry_storm::NAME,
+];
 
 /// Every scenario.
 pub fn catalog() -> Vec<Scenario> {
@@ -20,6 +25,7 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "baseline" => Some(baseline()),
         "overload" => Some(overload()),
         super::load_shedding::NAME => Some(super::load_shedding::load_shedding()),
+        super::retry_storm::NAME => Some(super::retry_storm::retry_storm()),
         _ => None,
     }
 }
@@ -50,6 +56,10 @@ fn baseline() -> Scenario {
         envoy_concurrency: 2,
         phases: vec![Phase::new("steady", Duration::from_secs(10), 1_000.0)],
         variants: vec![Variant::direct(), Variant::bare_envoy()],
+        expectations: vec![Expectation::no_connection_failures(&[
+            "direct",
+            "bare-envoy",
+        ])],
     }
 }
 
@@ -75,5 +85,7 @@ fn overload() -> Scenario {
             Phase::new("recovery", Duration::from_secs(5), 0.5 * capacity),
         ],
         variants: vec![Variant::bare_envoy()],
+        // Bare Envoy is expected to collapse here: no expectation beyond running.
+        expectations: Vec::new(),
     }
 }

@@ -27,7 +27,7 @@ use http_body_util::Empty;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::{RunMode, ScenarioError, INGRESS_LISTENER, UPSTREAM_CLUSTER};
+use super::{ExpectationResult, RunMode, ScenarioError, INGRESS_LISTENER, UPSTREAM_CLUSTER};
 use crate::keepalive::{exchange, run_client, ClientEvent, ClientReport, KeepAlive};
 use crate::upstream::{Upstream, UpstreamConfig};
 use mesh_envoy_harness::{DrainStrategy, EnvoyOptions, EnvoyProcess};
@@ -161,12 +161,23 @@ pub struct DrainReport {
     pub probe_interval_ms: u64,
     /// One row per variant.
     pub results: Vec<DrainResult>,
+    /// The targets (full runs) and the directions that hold even in a smoke run.
+    pub expectations: Vec<ExpectationResult>,
 }
 
 impl DrainReport {
     /// The row of `variant`.
     pub fn result(&self, variant: &str) -> Option<&DrainResult> {
         self.results.iter().find(|r| r.variant == variant)
+    }
+
+    /// The expectations that must hold in this kind of run (all in a full run, the directions in
+    /// a smoke run) and did not.
+    pub fn missed(&self) -> Vec<&ExpectationResult> {
+        self.expectations
+            .iter()
+            .filter(|e| !e.holds && (e.in_smoke || !self.smoke))
+            .collect()
     }
 
     /// A fixed-width table with the targets.
@@ -208,6 +219,14 @@ impl DrainReport {
                 format!("{}/{}", r.clients_closed, r.clients),
             );
         }
+        for e in &self.expectations {
+            let verdict = match (e.holds, e.in_smoke || !self.smoke) {
+                (true, _) => "held",
+                (false, true) => "MISSED",
+                (false, false) => "missed (smoke run)",
+            };
+            let _ = writeln!(out, "  [{verdict}] {}: {}", e.description, e.figures);
+        }
         out
     }
 
@@ -236,6 +255,7 @@ pub fn run(scenario: &DrainScenario, mode: RunMode) -> Result<DrainReport, Scena
     for variant in &scenario.variants {
         results.push(run_variant(&runtime, &scenario, variant)?);
     }
+    let expectations = expectations(&scenario, &results);
     Ok(DrainReport {
         name: NAME.into(),
         description: scenario.description.clone(),
@@ -243,7 +263,98 @@ pub fn run(scenario: &DrainScenario, mode: RunMode) -> Result<DrainReport, Scena
         delay_ms: millis(scenario.delay),
         probe_interval_ms: millis(scenario.probe_interval),
         results,
+        expectations,
     })
+}
+
+/// The targets for the drain signal, and the directions both variants show in any run.
+fn expectations(scenario: &DrainScenario, results: &[DrainResult]) -> Vec<ExpectationResult> {
+    let row = |trigger: Trigger| {
+        let name = scenario
+            .variants
+            .iter()
+            .find(|v| v.trigger == trigger)?
+            .name;
+        results.iter().find(|r| r.variant == name)
+    };
+    let ms = |value: Option<u64>| value.map_or("never".to_owned(), |v| format!("{v} ms"));
+    let check = |description: String, in_smoke: bool, outcome: Option<(bool, String)>| {
+        let (holds, figures) = outcome.unwrap_or((false, "a row it needs is missing".to_owned()));
+        ExpectationResult {
+            description,
+            in_smoke,
+            holds,
+            figures,
+        }
+    };
+    let delay = millis(scenario.delay);
+    let probe = millis(scenario.probe_interval);
+    let signal = row(Trigger::DrainSignal);
+    let by_hand = row(Trigger::AdminByHand);
+    vec![
+        check(
+            format!(
+                "drain-signal: every client closed <= delay + 2 s ({} ms)",
+                delay + 2_000
+            ),
+            false,
+            signal.map(|r| {
+                let closed = r.all_closed_after_ms.is_some_and(|ms| ms <= delay + 2_000);
+                (closed, ms(r.all_closed_after_ms))
+            }),
+        ),
+        check(
+            "drain-signal: 0 failed requests".into(),
+            false,
+            signal.map(|r| {
+                (
+                    r.failed == 0,
+                    format!("{} failed {:?}", r.failed, r.failures),
+                )
+            }),
+        ),
+        check(
+            format!("drain-signal: first health-check 503 by the next probe ({probe} ms)"),
+            false,
+            signal.map(|r| {
+                let next_probe = r.first_health_503_after_ms.is_some_and(|ms| ms <= probe);
+                (next_probe, ms(r.first_health_503_after_ms))
+            }),
+        ),
+        check(
+            "every client of both variants is closed by the server".into(),
+            true,
+            signal.zip(by_hand).map(|(s, b)| {
+                let all = s.clients_closed == s.clients && b.clients_closed == b.clients;
+                (
+                    all,
+                    format!(
+                        "drain-signal {}/{}, by hand {}/{}",
+                        s.clients_closed, s.clients, b.clients_closed, b.clients
+                    ),
+                )
+            }),
+        ),
+        check(
+            "drain-signal closes no client before its delay; health checks fail only with it"
+                .into(),
+            true,
+            signal.zip(by_hand).map(|(s, b)| {
+                let after_delay = s.first_closed_after_ms.is_some_and(|ms| ms >= delay);
+                let health =
+                    s.first_health_503_after_ms.is_some() && b.first_health_503_after_ms.is_none();
+                (
+                    after_delay && health,
+                    format!(
+                        "first close {}, health 503: drain-signal {}, by hand {}",
+                        ms(s.first_closed_after_ms),
+                        ms(s.first_health_503_after_ms),
+                        ms(b.first_health_503_after_ms)
+                    ),
+                )
+            }),
+        ),
+    ]
 }
 
 fn millis(duration: Duration) -> u64 {

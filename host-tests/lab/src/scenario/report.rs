@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::load::LoadReport;
+use super::{Expectation, Measured};
+use crate::load::{LoadReport, OutcomeStats};
 use crate::upstream::UpstreamCounters;
 
 /// What one variant did in one phase.
@@ -37,9 +38,47 @@ impl PhaseResult {
 
     /// Share of sent client requests that succeeded, in percent.
     pub fn success_percent(&self) -> f64 {
-        match self.load.sent_requests() {
-            0 => 0.0,
-            sent => 100.0 * self.load.totals.successes as f64 / sent as f64,
+        success_percent(&self.load.totals)
+    }
+
+    /// Share of the sent requests of class `class` that succeeded, in percent (`None`: no such class).
+    pub fn class_success_percent(&self, class: &str) -> Option<f64> {
+        self.load.classes.get(class).map(success_percent)
+    }
+}
+
+fn success_percent(stats: &OutcomeStats) -> f64 {
+    match stats.requests - stats.errors.client_dropped {
+        0 => 0.0,
+        sent => 100.0 * stats.successes as f64 / sent as f64,
+    }
+}
+
+/// How one expectation fared in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExpectationResult {
+    /// What was expected.
+    pub description: String,
+    /// Whether it must hold in smoke runs too.
+    pub in_smoke: bool,
+    /// Whether it held.
+    pub holds: bool,
+    /// The figures compared, or why they could not be read.
+    pub figures: String,
+}
+
+impl ExpectationResult {
+    /// Checks `expectation` against `report`; a missing row counts as not held.
+    pub fn of(expectation: &Expectation, report: &ScenarioReport) -> Self {
+        let Measured { holds, figures } = (expectation.check)(report).unwrap_or(Measured {
+            holds: false,
+            figures: "a row it needs is missing".into(),
+        });
+        Self {
+            description: expectation.description.clone(),
+            in_smoke: expectation.in_smoke,
+            holds,
+            figures,
         }
     }
 }
@@ -55,6 +94,8 @@ pub struct ScenarioReport {
     pub smoke: bool,
     /// One row per variant and phase, in run order.
     pub results: Vec<PhaseResult>,
+    /// The scenario's expectations as this run met them.
+    pub expectations: Vec<ExpectationResult>,
 }
 
 impl ScenarioReport {
@@ -65,7 +106,17 @@ impl ScenarioReport {
             .find(|r| r.variant == variant && r.phase == phase)
     }
 
-    /// A fixed-width table: offered and achieved load, goodput, success, latency of successes, errors.
+    /// The expectations that must hold in this kind of run (all in a full run, the directions in a smoke
+    /// run) and did not.
+    pub fn missed(&self) -> Vec<&ExpectationResult> {
+        self.expectations
+            .iter()
+            .filter(|e| !e.holds && (e.in_smoke || !self.smoke))
+            .collect()
+    }
+
+    /// A fixed-width table: offered and achieved load, goodput, success, latency of successes, errors,
+    /// success per request class; then each expectation, held or missed.
     pub fn table(&self) -> String {
         let mut out = format!(
             "scenario {}{}: {}\n",
@@ -108,6 +159,23 @@ impl ScenarioReport {
                 t.errors.shed_by_sidecar,
                 r.amplification,
             );
+            let classes: Vec<String> = r
+                .load
+                .classes
+                .iter()
+                .map(|(name, stats)| format!("{name} {:.1}", success_percent(stats)))
+                .collect();
+            if r.load.classes.len() > 1 {
+                let _ = writeln!(out, "{:>40}{}", "", classes.join("  "));
+            }
+        }
+        for e in &self.expectations {
+            let verdict = match (e.holds, self.smoke && !e.in_smoke) {
+                (true, _) => "held",
+                (false, true) => "n/a (smoke)",
+                (false, false) => "MISSED",
+            };
+            let _ = writeln!(out, "  [{verdict}] {}: {}", e.description, e.figures);
         }
         out
     }

@@ -78,8 +78,8 @@ pub const MODULES: &[Module] = &[
                 "  sleep 6; curl -s {ingress}/.mesh/drain; curl -s {admin}/stats/prometheus | grep mesh_drain_signal",
             ],
         }),
-        scenario: None,
-        // Requests off its paths pass through: the per-request path is one shared-data read.
+        scenario: Some("drain"),
+        // Requests off its paths pass through without touching shared data.
         bench_config: Some("{}"),
     },
     Module {

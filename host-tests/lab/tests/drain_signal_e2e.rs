@@ -8,7 +8,7 @@
 //! `shutdown()` fails a test on any wasm panic or trap.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,13 +18,12 @@ use envoy_configs::{
     Bootstrap, Cluster, Listener, Route, Thresholds, TrafficDirection, WasmFilter,
 };
 use http::{HeaderMap, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use http_body_util::Empty;
 use serde_json::{json, Value};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
 use mesh_envoy_harness::{self as envoy, DrainStrategy, EnvoyOptions, EnvoyProcess};
+use mesh_lab::keepalive::{self, run_client, ClientEvent, KeepAlive};
 use mesh_lab::upstream::{Upstream, UpstreamConfig};
 
 const STAT_WAIT: Duration = Duration::from_secs(10);
@@ -79,14 +78,7 @@ fn envoy_with_drain_signal(config: &Value, upstream: SocketAddr) -> EnvoyProcess
     EnvoyProcess::start(&bootstrap, options).unwrap_or_else(|err| panic!("{err}"))
 }
 
-/// A connection to `addr` from `source` (any free port).
-async fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(IpAddr::V4(source), 0)).unwrap();
-    socket.connect(addr).await.unwrap()
-}
-
-/// One HTTP/1.1 request on a new connection from `source`: status, headers, body.
+/// One HTTP/1.1 request on a new connection from `source`.
 async fn exchange(
     source: Ipv4Addr,
     addr: SocketAddr,
@@ -94,11 +86,6 @@ async fn exchange(
     path: &str,
     token: Option<&str>,
 ) -> (StatusCode, HeaderMap, Bytes) {
-    let stream = connect_from(source, addr).await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
     let mut request = Request::builder()
         .method(method)
         .uri(path)
@@ -106,13 +93,9 @@ async fn exchange(
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
-    let response = sender
-        .send_request(request.body(Empty::<Bytes>::new()).unwrap())
+    keepalive::exchange(source, addr, request.body(Empty::new()).unwrap())
         .await
-        .unwrap();
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    (parts.status, parts.headers, body)
+        .unwrap()
 }
 
 const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
@@ -164,116 +147,6 @@ fn triggers_from_outside_the_allow_list_or_without_the_token_are_refused() {
     envoy.shutdown();
 }
 
-/// What one client saw.
-#[derive(Debug, Default)]
-struct ClientReport {
-    ok: u64,
-    failed: Vec<String>,
-    connections: u64,
-    /// HTTP/1.1: responses carrying `Connection: close`; HTTP/2: connections the server ended
-    /// gracefully (GOAWAY).
-    closed_by_server: u64,
-    /// When the server first closed (from the trigger).
-    first_close: Option<Instant>,
-}
-
-/// Keeps requesting `/work` every 20 ms over keep-alive connections, reconnecting whenever the
-/// server closes one, until `stop`. Reports on `reconnected` once it has been served on a new
-/// connection after the server closed one.
-async fn client(
-    http2: bool,
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    reconnected: mpsc::UnboundedSender<()>,
-) -> ClientReport {
-    let mut report = ClientReport::default();
-    let mut announced = false;
-    while !stop.load(Ordering::SeqCst) {
-        let stream = connect_from(LOOPBACK, addr).await;
-        report.connections += 1;
-        let io = TokioIo::new(stream);
-        let mut served_here = 0u64;
-        if http2 {
-            let (mut sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                    .await
-                    .unwrap();
-            let conn = tokio::spawn(conn);
-            while !stop.load(Ordering::SeqCst) && !conn.is_finished() {
-                if sender.ready().await.is_err() {
-                    break;
-                }
-                let request = Request::get(format!("http://{addr}/work"))
-                    .body(Empty::<Bytes>::new())
-                    .unwrap();
-                match sender.send_request(request).await {
-                    Ok(response) if response.status() == StatusCode::OK => {
-                        response.into_body().collect().await.unwrap();
-                        report.ok += 1;
-                        served_here += 1;
-                    }
-                    Ok(response) => report.failed.push(format!("status {}", response.status())),
-                    Err(err) => report.failed.push(format!("h2: {err}")),
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            drop(sender);
-            if !stop.load(Ordering::SeqCst) {
-                match conn.await.unwrap() {
-                    Ok(()) => {
-                        report.closed_by_server += 1;
-                        report.first_close.get_or_insert_with(Instant::now);
-                    }
-                    Err(err) => report.failed.push(format!("h2 connection: {err}")),
-                }
-            }
-        } else {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-            tokio::spawn(conn);
-            while !stop.load(Ordering::SeqCst) {
-                if sender.ready().await.is_err() {
-                    break;
-                }
-                let request = Request::get("/work")
-                    .header("host", "service")
-                    .body(Empty::<Bytes>::new())
-                    .unwrap();
-                match sender.send_request(request).await {
-                    Ok(response) => {
-                        let close = response
-                            .headers()
-                            .get("connection")
-                            .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"));
-                        let status = response.status();
-                        response.into_body().collect().await.unwrap();
-                        if status == StatusCode::OK {
-                            report.ok += 1;
-                            served_here += 1;
-                        } else {
-                            report.failed.push(format!("status {status}"));
-                        }
-                        if close {
-                            report.closed_by_server += 1;
-                            report.first_close.get_or_insert_with(Instant::now);
-                            break;
-                        }
-                    }
-                    Err(err) => {
-                        report.failed.push(format!("http/1.1: {err}"));
-                        break;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        if report.closed_by_server > 0 && report.connections > 1 && served_here > 0 && !announced {
-            announced = true;
-            let _ = reconnected.send(());
-        }
-    }
-    report
-}
-
 #[test]
 fn a_trigger_fails_health_checks_then_envoy_closes_http1_and_http2_connections_without_failures() {
     let runtime = runtime();
@@ -284,20 +157,35 @@ fn a_trigger_fails_health_checks_then_envoy_closes_http1_and_http2_connections_w
     let envoy = envoy_with_drain_signal(&config, upstream.addr());
     let ingress = envoy.listener_addr("ingress").unwrap();
     let stop = Arc::new(AtomicBool::new(false));
-    let (reconnected, mut reconnects) = mpsc::unbounded_channel();
+    let (events, mut client_events) = mpsc::unbounded_channel();
     let (triggered_at, reports) = runtime.block_on(async {
         let clients: Vec<_> = (0..HTTP1_CLIENTS + HTTP2_CLIENTS)
             .map(|index| {
-                let http2 = index >= HTTP1_CLIENTS;
-                tokio::spawn(client(
-                    http2,
+                let protocol = if index < HTTP1_CLIENTS {
+                    KeepAlive::Http1
+                } else {
+                    KeepAlive::Http2
+                };
+                tokio::spawn(run_client(
+                    protocol,
                     ingress,
+                    "/work",
+                    Duration::from_millis(20),
                     Arc::clone(&stop),
-                    reconnected.clone(),
+                    events.clone(),
                 ))
             })
             .collect();
-        // Every client is served before the trigger.
+        // Every client is served before the trigger, and so are health checks.
+        let mut served = 0;
+        while served < clients.len() {
+            let event = tokio::time::timeout(DRAIN_WAIT, client_events.recv())
+                .await
+                .expect("every client is served")
+                .unwrap();
+            assert_eq!(event, ClientEvent::Served);
+            served += 1;
+        }
         let (status, _, _) = exchange(LOOPBACK, ingress, "GET", "/healthz", None).await;
         assert_eq!(status, StatusCode::OK);
 
@@ -315,11 +203,15 @@ fn a_trigger_fails_health_checks_then_envoy_closes_http1_and_http2_connections_w
         );
         assert_eq!(headers.get("x-mesh-draining").unwrap(), "true");
 
-        for _ in 0..clients.len() {
-            tokio::time::timeout(DRAIN_WAIT, reconnects.recv())
+        let mut reconnected = 0;
+        while reconnected < clients.len() {
+            let event = tokio::time::timeout(DRAIN_WAIT, client_events.recv())
                 .await
                 .expect("every client is closed by the server and reconnects")
                 .unwrap();
+            if event == ClientEvent::Reconnected {
+                reconnected += 1;
+            }
         }
         stop.store(true, Ordering::SeqCst);
         let mut reports = Vec::new();

@@ -26,6 +26,7 @@ mod duration;
 mod http_filters;
 mod listener;
 mod route;
+mod server;
 
 pub use any::{Any, Message, StringValue};
 pub use bootstrap::{Admin, Bootstrap, Node, StaticResources};
@@ -36,9 +37,13 @@ pub use cluster::{
 };
 pub use http_filters::{
     AdaptiveConcurrency, ConcurrencyLimitParams, GradientControllerConfig, HttpFilter,
-    HttpFilterConfig, MinRttCalcParams, Percent, Router, WasmFilter, WASM_RUNTIME_V8,
+    FailurePolicy, HttpFilterConfig, MinRttCalcParams, Percent, Router, WasmFilter, WASM_RUNTIME_V8,
 };
-pub use listener::{Address, CodecType, DrainType, HttpConnectionManager, Listener, SocketAddress};
+pub use listener::{
+    Address, CodecType, CommonHttpProtocolOptions, DrainType, Http2ProtocolOptions,
+    HttpConnectionManager, Listener, SocketAddress,
+};
+pub use server::{OverloadManager, StatsConfig};
 pub use route::{
     ClusterSpecifier, HeaderMatcher, PathMatch, PreviousHostsPredicate, PreviousPrioritiesConfig,
     RetryHostPredicate, RetryOn, RetryPolicy, RetryPriority, Route, RouteAction,

@@ -50,6 +50,10 @@ pub struct VirtualHost {
     name: String,
     domains: Vec<String>,
     routes: Vec<Route>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    include_attempt_count_in_request: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    include_attempt_count_in_response: bool,
 }
 
 impl VirtualHost {
@@ -62,7 +66,18 @@ impl VirtualHost {
             name: name.into(),
             domains: domains.into_iter().map(Into::into).collect(),
             routes: Vec::new(),
+            include_attempt_count_in_request: false,
+            include_attempt_count_in_response: false,
         }
+    }
+
+    /// Envoy adds `x-envoy-attempt-count` to each upstream request (so the upstream can rank
+    /// retries below first attempts) and to the response (so the caller sees how many attempts
+    /// its request took).
+    pub fn include_attempt_counts(mut self) -> Self {
+        self.include_attempt_count_in_request = true;
+        self.include_attempt_count_in_response = true;
+        self
     }
 
     /// Appends a route; Envoy uses the first route that matches.
@@ -284,27 +299,40 @@ pub enum ClusterSpecifier {
     ClusterHeader(String),
 }
 
-/// A `retry_on` condition of Envoy's router (`x-envoy-retry-on` vocabulary).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A `retry_on` condition of Envoy's router (`x-envoy-retry-on` and `x-envoy-retry-grpc-on`
+/// vocabulary); deserializes from the same spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub enum RetryOn {
     /// `5xx`: any 5xx response, reset, or connect failure.
+    #[serde(rename = "5xx")]
     FiveXx,
     /// `gateway-error`: 502, 503, 504.
+    #[serde(rename = "gateway-error")]
     GatewayError,
     /// `reset`: upstream did not respond (disconnect/reset/read timeout).
+    #[serde(rename = "reset")]
     Reset,
     /// `reset-before-request`: reset before the request was fully sent.
+    #[serde(rename = "reset-before-request")]
     ResetBeforeRequest,
     /// `connect-failure`: connection to the upstream failed.
+    #[serde(rename = "connect-failure")]
     ConnectFailure,
     /// `envoy-ratelimited`: response carries `x-envoy-ratelimited`.
+    #[serde(rename = "envoy-ratelimited")]
     EnvoyRatelimited,
     /// `retriable-4xx`: 409.
+    #[serde(rename = "retriable-4xx")]
     Retriable4xx,
     /// `refused-stream`: HTTP/2 REFUSED_STREAM.
+    #[serde(rename = "refused-stream")]
     RefusedStream,
     /// `retriable-status-codes`: codes listed in [`RetryPolicy::retriable_status_codes`].
+    #[serde(rename = "retriable-status-codes")]
     RetriableStatusCodes,
+    /// `unavailable`: gRPC status UNAVAILABLE in the response headers.
+    #[serde(rename = "unavailable")]
+    Unavailable,
 }
 
 impl RetryOn {
@@ -320,6 +348,7 @@ impl RetryOn {
             Self::Retriable4xx => "retriable-4xx",
             Self::RefusedStream => "refused-stream",
             Self::RetriableStatusCodes => "retriable-status-codes",
+            Self::Unavailable => "unavailable",
         }
     }
 }

@@ -125,6 +125,11 @@ impl Bootstrap {
         }
     }
 
+    /// The stats configuration, if set.
+    pub fn stats_config_ref(&self) -> Option<&StatsConfig> {
+        self.stats_config.as_ref()
+    }
+
     /// The listeners.
     pub fn listeners(&self) -> &[Listener] {
         &self.static_resources.listeners

@@ -1,4 +1,4 @@
-//! Typed Envoy v3 bootstrap model for the mesh sidecars, serialized to the JSON that
+//! Typed Envoy v3 bootstrap model for the mesh sidecars (and [`compose`]: service spec to sidecar), serialized to the JSON that
 //! `envoy -c <file>` accepts (verified against Envoy 1.40).
 //!
 //! This crate is the project's single config model: sidecar templates are built from these types.
@@ -20,6 +20,8 @@
 //! ```
 
 mod any;
+pub mod compose;
+pub mod envoy;
 mod bootstrap;
 mod cluster;
 mod duration;

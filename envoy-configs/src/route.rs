@@ -51,7 +51,7 @@ pub struct VirtualHost {
     domains: Vec<String>,
     routes: Vec<Route>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    include_attempt_count_in_request: bool,
+    include_request_attempt_count: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     include_attempt_count_in_response: bool,
 }
@@ -66,7 +66,7 @@ impl VirtualHost {
             name: name.into(),
             domains: domains.into_iter().map(Into::into).collect(),
             routes: Vec::new(),
-            include_attempt_count_in_request: false,
+            include_request_attempt_count: false,
             include_attempt_count_in_response: false,
         }
     }
@@ -75,7 +75,7 @@ impl VirtualHost {
     /// retries below first attempts) and to the response (so the caller sees how many attempts
     /// its request took).
     pub fn include_attempt_counts(mut self) -> Self {
-        self.include_attempt_count_in_request = true;
+        self.include_request_attempt_count = true;
         self.include_attempt_count_in_response = true;
         self
     }

@@ -145,6 +145,14 @@ impl Bootstrap {
         &self.static_resources.clusters
     }
 
+    /// The bootstrap as YAML, ready for `envoy -c <file>.yaml`. Written from the JSON form
+    /// (keys sorted), since YAML serializers spell enum variants as tags Envoy does not read.
+    pub fn to_yaml(&self) -> Result<String, serde_yaml_ng::Error> {
+        let value = serde_json::to_value(self)
+            .map_err(<serde_yaml_ng::Error as serde::ser::Error>::custom)?;
+        serde_yaml_ng::to_string(&value)
+    }
+
     /// The bootstrap as pretty-printed JSON, ready for `envoy -c <file>.json`.
     pub fn to_json(&self) -> String {
         match serde_json::to_string_pretty(self) {

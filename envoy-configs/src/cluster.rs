@@ -226,7 +226,7 @@ impl Cluster {
     fn http_protocol_options(&mut self) -> &mut HttpProtocolOptions {
         &mut self
             .typed_extension_protocol_options
-            .get_or_insert_with(|| ProtocolOptions {
+            .get_or_insert(ProtocolOptions {
                 http: Any(HttpProtocolOptions {
                     explicit_http_config: ExplicitHttpConfig::HttpProtocolOptions(Empty {}),
                     common_http_protocol_options: None,

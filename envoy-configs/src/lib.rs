@@ -20,11 +20,11 @@
 //! ```
 
 mod any;
-pub mod compose;
-pub mod envoy;
 mod bootstrap;
 mod cluster;
+pub mod compose;
 mod duration;
+pub mod envoy;
 mod http_filters;
 mod listener;
 mod route;
@@ -38,16 +38,16 @@ pub use cluster::{
     RoutingPriority, Thresholds, UpstreamHttpProtocol,
 };
 pub use http_filters::{
-    AdaptiveConcurrency, ConcurrencyLimitParams, GradientControllerConfig, HttpFilter,
-    FailurePolicy, HttpFilterConfig, MinRttCalcParams, Percent, Router, WasmFilter, WASM_RUNTIME_V8,
+    AdaptiveConcurrency, ConcurrencyLimitParams, FailurePolicy, GradientControllerConfig,
+    HttpFilter, HttpFilterConfig, MinRttCalcParams, Percent, Router, WasmFilter, WASM_RUNTIME_V8,
 };
 pub use listener::{
     Address, CodecType, CommonHttpProtocolOptions, DrainType, Http2ProtocolOptions,
     HttpConnectionManager, Listener, SocketAddress,
 };
-pub use server::{OverloadManager, StatsConfig};
 pub use route::{
     ClusterSpecifier, HeaderMatcher, PathMatch, PreviousHostsPredicate, PreviousPrioritiesConfig,
     RetryHostPredicate, RetryOn, RetryPolicy, RetryPriority, Route, RouteAction,
     RouteConfiguration, RouteMatch, StringMatcher, VirtualHost,
 };
+pub use server::{OverloadManager, StatsConfig};

@@ -117,7 +117,9 @@ fn run(cli: Cli) -> Result<(), String> {
             print_notes(&rendered);
             let text = match format {
                 Format::Json => rendered.bootstrap.to_json() + "\n",
-                Format::Yaml => serde_yaml_ng::to_string(&rendered.bootstrap)
+                Format::Yaml => rendered
+                    .bootstrap
+                    .to_yaml()
                     .map_err(|err| format!("writing YAML: {err}"))?,
             };
             match out {

@@ -92,7 +92,10 @@ pub const CHAIN: &[Slot] = &[
 
 /// Whether `filter` runs on both listeners (its instances are then named per listener).
 pub fn on_both_sides(filter: &str) -> bool {
-    let mut sides = CHAIN.iter().filter(|slot| slot.filter == filter).map(|slot| slot.side);
+    let mut sides = CHAIN
+        .iter()
+        .filter(|slot| slot.filter == filter)
+        .map(|slot| slot.side);
     matches!((sides.next(), sides.next()), (Some(a), Some(b)) if a != b)
 }
 
@@ -118,7 +121,10 @@ mod tests {
 
     #[test]
     fn ingress_slots_come_before_egress_slots() {
-        let first_egress = CHAIN.iter().position(|s| s.side == Side::Egress).unwrap_or(CHAIN.len());
+        let first_egress = CHAIN
+            .iter()
+            .position(|s| s.side == Side::Egress)
+            .unwrap_or(CHAIN.len());
         assert!(CHAIN[first_egress..].iter().all(|s| s.side == Side::Egress));
         assert!(on_both_sides("retry-budget"));
         assert!(!on_both_sides("load-shedder"));

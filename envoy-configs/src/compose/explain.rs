@@ -6,7 +6,6 @@ use super::render::{Rendered, APP_CLUSTER};
 use super::spec::{Protocol, ServiceSpec};
 use crate::FailurePolicy;
 use load_shedder::config::ShedderConfig;
-use std::fmt::Write;
 
 /// The plain-language summary of `rendered` (rendered from `spec`).
 pub fn explain(spec: &ServiceSpec, rendered: &Rendered) -> String {
@@ -159,14 +158,19 @@ fn shedder_details(config: &ShedderConfig) -> Vec<String> {
         details.push("dry run: counts would-be sheds, admits everything".to_owned());
     }
     if !config.bypass_paths.is_empty() {
-        details.push(format!("never counts nor sheds {}", config.bypass_paths.join(", ")));
+        details.push(format!(
+            "never counts nor sheds {}",
+            config.bypass_paths.join(", ")
+        ));
     }
-    let mut rejection = format!(
-        "a shed request gets 503 with retry-after {} s",
+    let grpc_status = serde_json::to_value(config.rejection.grpc_status)
+        .ok()
+        .and_then(|status| status.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    details.push(format!(
+        "a shed request gets 503 with retry-after {} s (gRPC: {grpc_status})",
         config.rejection.retry_after_seconds
-    );
-    let _ = write!(rejection, " (gRPC: {:?})", config.rejection.grpc_status);
-    details.push(rejection);
+    ));
     details
 }
 

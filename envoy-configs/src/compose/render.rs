@@ -5,7 +5,7 @@
 use super::chain::{on_both_sides, Side, Slot, CHAIN};
 use super::spec::{FilterSection, Protocol, ServiceSpec, SpecError};
 use crate::{
-    Bootstrap, Cluster, FailurePolicy, Listener, OverloadManager, Route, RetryPolicy, StatsConfig,
+    Bootstrap, Cluster, FailurePolicy, Listener, OverloadManager, RetryPolicy, Route, StatsConfig,
     StringMatcher, Thresholds, UpstreamHttpProtocol, VirtualHost, WasmFilter,
 };
 use std::net::{Ipv4Addr, SocketAddr};
@@ -197,8 +197,8 @@ pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, S
             .timeout(Duration::from_millis(dependency.timeout_ms));
         let retry = &dependency.retry;
         if retry.retries > 0 {
-            let mut policy = RetryPolicy::new(retry.on.iter().copied(), retry.retries)
-                .avoid_previous_hosts(3);
+            let mut policy =
+                RetryPolicy::new(retry.on.iter().copied(), retry.retries).avoid_previous_hosts(3);
             if let Some(per_try) = retry.per_try_timeout_ms {
                 policy = policy.per_try_timeout(Duration::from_millis(per_try));
             }
@@ -212,9 +212,7 @@ pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, S
         bootstrap = bootstrap.cluster(
             Cluster::strict_dns(cluster, [(dependency.address.clone(), dependency.port)])
                 .upstream_protocol(upstream_protocol(dependency.protocol))
-                .max_connection_duration(Duration::from_secs(
-                    spec.egress.max_connection_duration_s,
-                ))
+                .max_connection_duration(Duration::from_secs(spec.egress.max_connection_duration_s))
                 .circuit_breaker(Thresholds::unlimited()),
         );
     }
@@ -253,7 +251,8 @@ fn package(
         let sections: Vec<serde_json::Value> = run
             .iter()
             .map(|p| {
-                let mut section = serde_json::json!({"filter": p.slot.filter, "config": p.section.config});
+                let mut section =
+                    serde_json::json!({"filter": p.slot.filter, "config": p.section.config});
                 if on_both_sides(p.slot.filter) {
                     section["name"] = instance_name(p.slot).into();
                 }
@@ -352,8 +351,11 @@ fn stats_inclusion_list(spec: &ServiceSpec) -> StatsConfig {
         prefixes.push(format!("http.{}.downstream_rq_", side.as_str()));
         prefixes.push(format!("http.{}.downstream_cx_active", side.as_str()));
     }
-    let clusters = std::iter::once(APP_CLUSTER.to_owned())
-        .chain(spec.dependencies.iter().map(|d| dependency_cluster(&d.name)));
+    let clusters = std::iter::once(APP_CLUSTER.to_owned()).chain(
+        spec.dependencies
+            .iter()
+            .map(|d| dependency_cluster(&d.name)),
+    );
     for cluster in clusters {
         prefixes.push(format!("cluster.{cluster}.upstream_rq_"));
         prefixes.push(format!("cluster.{cluster}.upstream_cx_connect_fail"));

@@ -205,11 +205,36 @@ impl FilterSpecs {
     /// The configured sections, each as the JSON its plugin receives.
     pub fn sections(&self) -> Result<Vec<FilterSection>, SpecError> {
         let mut sections = Vec::new();
-        section(&mut sections, "drain-signal", "filters.drain_signal", &self.drain_signal)?;
-        section(&mut sections, "load-shedder", "filters.load_shedder", &self.load_shedder)?;
-        section(&mut sections, "retry-budget", "filters.retry_budget", &self.retry_budget)?;
-        section(&mut sections, "sandbox-router", "filters.sandbox_router", &self.sandbox_router)?;
-        section(&mut sections, "entity-cache", "filters.entity_cache", &self.entity_cache)?;
+        section(
+            &mut sections,
+            "drain-signal",
+            "filters.drain_signal",
+            &self.drain_signal,
+        )?;
+        section(
+            &mut sections,
+            "load-shedder",
+            "filters.load_shedder",
+            &self.load_shedder,
+        )?;
+        section(
+            &mut sections,
+            "retry-budget",
+            "filters.retry_budget",
+            &self.retry_budget,
+        )?;
+        section(
+            &mut sections,
+            "sandbox-router",
+            "filters.sandbox_router",
+            &self.sandbox_router,
+        )?;
+        section(
+            &mut sections,
+            "entity-cache",
+            "filters.entity_cache",
+            &self.entity_cache,
+        )?;
         Ok(sections)
     }
 }
@@ -242,6 +267,9 @@ pub trait FilterConfig: Serialize {
     const CHECKED: bool;
 }
 
+/// Starts a [`Checked`] validation error: the field path inside the section follows, up to "`: ".
+const CHECKED_PATH_MARK: &str = "filter config field `";
+
 /// A filter's own configuration type, parsed and semantically validated (`Validate`) while the
 /// spec is read; it serializes as the plugin's JSON configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -250,9 +278,18 @@ pub struct Checked<T>(pub T);
 impl<'de, T: Deserialize<'de> + Validate> Deserialize<'de> for Checked<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let config = T::deserialize(deserializer)?;
-        config
-            .validate()
-            .map_err(|err| serde::de::Error::custom(err))?;
+        config.validate().map_err(|err| {
+            let got = if err.value.is_empty() {
+                String::new()
+            } else {
+                format!(" (got {})", err.value)
+            };
+            // `path`: message — `ServiceSpec::parse` appends the path to the section's.
+            serde::de::Error::custom(format!(
+                "{CHECKED_PATH_MARK}{}`: {}{got}",
+                err.path, err.message
+            ))
+        })?;
         Ok(Self(config))
     }
 }
@@ -377,19 +414,14 @@ impl ServiceSpec {
                 let deserializer = serde_yaml_ng::Deserializer::from_str(text);
                 serde_path_to_error::deserialize(deserializer).map_err(|err| {
                     let line = err.inner().location().map(|at| at.line());
-                    SpecError {
-                        path: err.path().to_string(),
-                        line,
-                        message: strip_location(&err.inner().to_string()),
-                    }
+                    spec_error(err.path().to_string(), line, &err.inner().to_string())
                 })?
             }
             SpecFormat::Json => {
                 let mut deserializer = serde_json::Deserializer::from_str(text);
-                serde_path_to_error::deserialize(&mut deserializer).map_err(|err| SpecError {
-                    path: err.path().to_string(),
-                    line: Some(err.inner().line()).filter(|&line| line > 0),
-                    message: strip_location(&err.inner().to_string()),
+                serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+                    let line = Some(err.inner().line()).filter(|&line| line > 0);
+                    spec_error(err.path().to_string(), line, &err.inner().to_string())
                 })?
             }
         };
@@ -417,16 +449,34 @@ impl ServiceSpec {
         }
         positive("app.timeout_ms", self.app.timeout_ms)?;
         positive("drain.timeout_ms", self.drain.timeout_ms)?;
-        positive("ingress.max_concurrent_streams", self.ingress.max_concurrent_streams.into())?;
-        positive("ingress.max_connection_duration_s", self.ingress.max_connection_duration_s)?;
-        positive("egress.max_connection_duration_s", self.egress.max_connection_duration_s)?;
+        positive(
+            "ingress.max_concurrent_streams",
+            self.ingress.max_concurrent_streams.into(),
+        )?;
+        positive(
+            "ingress.max_connection_duration_s",
+            self.ingress.max_connection_duration_s,
+        )?;
+        positive(
+            "egress.max_connection_duration_s",
+            self.egress.max_connection_duration_s,
+        )?;
         positive("overload.max_heap_mb", self.overload.max_heap_mb)?;
-        positive("overload.max_downstream_connections", self.overload.max_downstream_connections)?;
+        positive(
+            "overload.max_downstream_connections",
+            self.overload.max_downstream_connections,
+        )?;
         for (index, dependency) in self.dependencies.iter().enumerate() {
             let at = |field: &str| format!("dependencies[{index}].{field}");
             dns_label(&at("name"), &dependency.name)?;
-            if self.dependencies[..index].iter().any(|d| d.name == dependency.name) {
-                return Err(invalid(&at("name"), format!("{:?} is declared twice", dependency.name)));
+            if self.dependencies[..index]
+                .iter()
+                .any(|d| d.name == dependency.name)
+            {
+                return Err(invalid(
+                    &at("name"),
+                    format!("{:?} is declared twice", dependency.name),
+                ));
             }
             if dependency.address.is_empty() {
                 return Err(invalid(&at("address"), "must not be empty"));
@@ -439,11 +489,17 @@ impl ServiceSpec {
             if retry.retries > MAX_RETRIES {
                 return Err(invalid(
                     &at("retry.retries"),
-                    format!("{} is above {MAX_RETRIES}: retries multiply an outage", retry.retries),
+                    format!(
+                        "{} is above {MAX_RETRIES}: retries multiply an outage",
+                        retry.retries
+                    ),
                 ));
             }
             if retry.retries > 0 && retry.on.is_empty() {
-                return Err(invalid(&at("retry.on"), "retries need at least one condition"));
+                return Err(invalid(
+                    &at("retry.on"),
+                    "retries need at least one condition",
+                ));
             }
             if let Some(per_try) = retry.per_try_timeout_ms {
                 positive(&at("retry.per_try_timeout_ms"), per_try)?;
@@ -479,7 +535,9 @@ fn positive(path: &str, value: u64) -> Result<(), SpecError> {
 fn dns_label(path: &str, name: &str) -> Result<(), SpecError> {
     let valid = !name.is_empty()
         && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
     if valid {
@@ -492,11 +550,28 @@ fn dns_label(path: &str, name: &str) -> Result<(), SpecError> {
     }
 }
 
-/// serde_yaml_ng and serde_json end messages with "at line L column C"; the line is reported
-/// apart, so the message drops it.
-fn strip_location(message: &str) -> String {
-    match message.find(" at line ") {
-        Some(at) => message[..at].to_owned(),
-        None => message.to_owned(),
+/// A parse error from the deserializer's `message`. serde_yaml_ng starts messages with the path
+/// and both parsers end them with "at line L column C"; path and line are reported apart, so the
+/// message drops them. A filter's semantic error ([`Checked`]) extends the path into its section.
+fn spec_error(mut path: String, line: Option<usize>, message: &str) -> SpecError {
+    let mut message = match message.find(" at line ") {
+        Some(at) => &message[..at],
+        None => message,
+    };
+    if let Some((prefix, rest)) = message.split_once(": ") {
+        if !prefix.contains(' ') && !prefix.contains('`') {
+            message = rest;
+        }
+    }
+    if let Some(inner) = message.strip_prefix(CHECKED_PATH_MARK) {
+        if let Some((field, rest)) = inner.split_once("`: ") {
+            path = format!("{path}.{field}");
+            message = rest;
+        }
+    }
+    SpecError {
+        path,
+        line,
+        message: message.to_owned(),
     }
 }

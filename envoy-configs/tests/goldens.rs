@@ -1,10 +1,12 @@
 //! The example specs under `envoy-configs/examples/*/spec.yaml` render exactly their checked-in
-//! `bootstrap.yaml` and `explain.txt`: a change to rendering shows up as a golden diff in review.
-//! `MESH_BLESS=1 cargo test -p envoy-configs --test goldens` rewrites them. (That each golden
-//! passes `envoy --mode validate` is the real-Envoy harness's test `composer_goldens`.)
+//! `bootstrap.yaml`, `explain.txt`, `dashboard.json` and `alerts.yaml`: a change to rendering
+//! shows up as a golden diff in review. `MESH_BLESS=1 cargo test -p envoy-configs --test goldens`
+//! rewrites them. (That each golden bootstrap passes `envoy --mode validate` is the real-Envoy
+//! harness's test `composer_goldens`.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use envoy_configs::compose::dashboard;
 use envoy_configs::compose::explain::explain;
 use envoy_configs::compose::render::{render, RenderOptions};
 use envoy_configs::compose::spec::{ServiceSpec, SpecFormat};
@@ -58,6 +60,15 @@ fn every_example_renders_its_golden_bootstrap_and_explanation() {
             &explain(&spec, &rendered),
             &mut stale,
         );
+        let board = dashboard::dashboard(&spec, &rendered);
+        check(
+            &dir.join("dashboard.json"),
+            &format!("{board:#}\n"),
+            &mut stale,
+        );
+        let alerts = dashboard::alerts(&spec, &rendered);
+        let rules = dashboard::rule_file(&spec.service, &alerts).unwrap();
+        check(&dir.join("alerts.yaml"), &rules, &mut stale);
     }
     assert!(stale.is_empty(), "{}", stale.join("\n"));
 }

@@ -2,6 +2,7 @@
 //! Envoy, or explained).
 
 use clap::{Parser, Subcommand, ValueEnum};
+use envoy_configs::compose::dashboard;
 use envoy_configs::compose::explain::explain;
 use envoy_configs::compose::render::{
     local_wasm_dir, render, Modules, RenderOptions, Rendered, DEFAULT_WASM_DIR,
@@ -62,6 +63,21 @@ enum Command {
     Validate {
         /// The service spec (.yaml/.yml or .json).
         spec: PathBuf,
+        #[command(flatten)]
+        packaging: Packaging,
+    },
+    /// Write the Grafana dashboard and Prometheus alert rules of SPEC's sidecar into DIR:
+    /// `dashboard.json`, `alerts.yaml` (high error rate, increased latency, one per mesh filter)
+    /// and `alerts.test.yaml` (`promtool test rules alerts.test.yaml`: a case per alert).
+    ///
+    /// The queries select `service="<name>"`: attach that label to the sidecar's
+    /// `/stats/prometheus` scrape target.
+    Dashboard {
+        /// The service spec (.yaml/.yml or .json).
+        spec: PathBuf,
+        /// Output directory (created if missing).
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
         #[command(flatten)]
         packaging: Packaging,
     },
@@ -168,6 +184,33 @@ fn run(cli: Cli) -> Result<(), String> {
                     rejected.output
                 )),
             }
+        }
+        Command::Dashboard {
+            spec,
+            out_dir,
+            packaging,
+        } => {
+            let (parsed, rendered) =
+                load_and_render(&spec, PathBuf::from(DEFAULT_WASM_DIR), &packaging)?;
+            let alerts = dashboard::alerts(&parsed, &rendered);
+            let rules = dashboard::rule_file(&parsed.service, &alerts)
+                .map_err(|err| format!("writing the rules: {err}"))?;
+            let tests = dashboard::rule_tests(&parsed.service, "alerts.yaml", &alerts)
+                .map_err(|err| format!("writing the rule tests: {err}"))?;
+            let board = dashboard::dashboard(&parsed, &rendered);
+            std::fs::create_dir_all(&out_dir)
+                .map_err(|err| format!("creating {}: {err}", out_dir.display()))?;
+            for (name, text) in [
+                ("dashboard.json", format!("{board:#}\n")),
+                ("alerts.yaml", rules),
+                ("alerts.test.yaml", tests),
+            ] {
+                let path = out_dir.join(name);
+                std::fs::write(&path, text)
+                    .map_err(|err| format!("writing {}: {err}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+            Ok(())
         }
         Command::Explain { spec, packaging } => {
             let (parsed, rendered) =

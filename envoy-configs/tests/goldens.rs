@@ -1,5 +1,6 @@
 //! The example specs under `envoy-configs/examples/*/spec.yaml` render exactly their checked-in
-//! `bootstrap.yaml`, `explain.txt`, `dashboard.json` and `alerts.yaml`: a change to rendering
+//! `bootstrap.yaml`, `explain.txt`, `dashboard.json` and `alerts.yaml`, and their Kubernetes
+//! manifests under `envoy-configs/k8s/<example>/` (`mesh-bootstrap k8s`): a change to rendering
 //! shows up as a golden diff in review. `MESH_BLESS=1 cargo test -p envoy-configs --test goldens`
 //! rewrites them. (That each golden bootstrap passes `envoy --mode validate` is the real-Envoy
 //! harness's test `composer_goldens`.)
@@ -8,6 +9,7 @@
 
 use envoy_configs::compose::dashboard;
 use envoy_configs::compose::explain::explain;
+use envoy_configs::compose::k8s;
 use envoy_configs::compose::render::{render, RenderOptions};
 use envoy_configs::compose::spec::{ServiceSpec, SpecFormat};
 use std::path::{Path, PathBuf};
@@ -69,6 +71,19 @@ fn every_example_renders_its_golden_bootstrap_and_explanation() {
         let alerts = dashboard::alerts(&spec, &rendered);
         let rules = dashboard::rule_file(&spec.service, &alerts).unwrap();
         check(&dir.join("alerts.yaml"), &rules, &mut stale);
+        let k8s_dir = dir.join("../../k8s").join(dir.file_name().unwrap());
+        std::fs::create_dir_all(&k8s_dir).unwrap();
+        let images = k8s::Images {
+            app: format!("{}:latest", spec.service),
+            sidecar: "mesh-envoy:latest".to_owned(),
+        };
+        let manifests = k8s::kubernetes(&spec, &rendered, &images).unwrap();
+        check(&k8s_dir.join("kubernetes.yaml"), &manifests, &mut stale);
+        check(
+            &k8s_dir.join("istio.yaml"),
+            &k8s::istio(&spec, &rendered).unwrap(),
+            &mut stale,
+        );
     }
     assert!(stale.is_empty(), "{}", stale.join("\n"));
 }

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use envoy_configs::compose::dashboard;
 use envoy_configs::compose::explain::explain;
+use envoy_configs::compose::k8s;
 use envoy_configs::compose::render::{
     local_wasm_dir, render, Modules, RenderOptions, Rendered, DEFAULT_WASM_DIR,
 };
@@ -78,6 +79,25 @@ enum Command {
         /// Output directory (created if missing).
         #[arg(long, default_value = ".")]
         out_dir: PathBuf,
+        #[command(flatten)]
+        packaging: Packaging,
+    },
+    /// Write Kubernetes manifests of SPEC into DIR: `kubernetes.yaml` (the bootstrap as a
+    /// ConfigMap; a Deployment with the app and the sidecar, which fails fast without its
+    /// bootstrap, drains on preStop and is ready once Envoy is) and `istio.yaml` (a WasmPlugin per
+    /// plugin, for teams already on Istio).
+    K8s {
+        /// The service spec (.yaml/.yml or .json).
+        spec: PathBuf,
+        /// Output directory (created if missing).
+        #[arg(long, default_value = ".")]
+        out_dir: PathBuf,
+        /// The app container's image (default `<service>:latest`).
+        #[arg(long)]
+        app_image: Option<String>,
+        /// The sidecar image, built from Dockerfile.envoy.
+        #[arg(long, default_value = "mesh-envoy:latest")]
+        sidecar_image: String,
         #[command(flatten)]
         packaging: Packaging,
     },
@@ -198,19 +218,36 @@ fn run(cli: Cli) -> Result<(), String> {
             let tests = dashboard::rule_tests(&parsed.service, "alerts.yaml", &alerts)
                 .map_err(|err| format!("writing the rule tests: {err}"))?;
             let board = dashboard::dashboard(&parsed, &rendered);
-            std::fs::create_dir_all(&out_dir)
-                .map_err(|err| format!("creating {}: {err}", out_dir.display()))?;
-            for (name, text) in [
-                ("dashboard.json", format!("{board:#}\n")),
-                ("alerts.yaml", rules),
-                ("alerts.test.yaml", tests),
-            ] {
-                let path = out_dir.join(name);
-                std::fs::write(&path, text)
-                    .map_err(|err| format!("writing {}: {err}", path.display()))?;
-                println!("wrote {}", path.display());
-            }
-            Ok(())
+            write_files(
+                &out_dir,
+                [
+                    ("dashboard.json", format!("{board:#}\n")),
+                    ("alerts.yaml", rules),
+                    ("alerts.test.yaml", tests),
+                ],
+            )
+        }
+        Command::K8s {
+            spec,
+            out_dir,
+            app_image,
+            sidecar_image,
+            packaging,
+        } => {
+            let (parsed, rendered) =
+                load_and_render(&spec, PathBuf::from(DEFAULT_WASM_DIR), &packaging)?;
+            let images = k8s::Images {
+                app: app_image.unwrap_or_else(|| format!("{}:latest", parsed.service)),
+                sidecar: sidecar_image,
+            };
+            let kubernetes = k8s::kubernetes(&parsed, &rendered, &images)
+                .map_err(|err| format!("writing the manifests: {err}"))?;
+            let istio = k8s::istio(&parsed, &rendered)
+                .map_err(|err| format!("writing WasmPlugins: {err}"))?;
+            write_files(
+                &out_dir,
+                [("kubernetes.yaml", kubernetes), ("istio.yaml", istio)],
+            )
         }
         Command::Explain { spec, packaging } => {
             let (parsed, rendered) =
@@ -239,6 +276,16 @@ fn load_and_render(
     };
     let rendered = render(&spec, &options).map_err(|err| format!("{}: {err}", path.display()))?;
     Ok((spec, rendered))
+}
+
+fn write_files<const N: usize>(dir: &Path, files: [(&str, String); N]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|err| format!("creating {}: {err}", dir.display()))?;
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|err| format!("writing {}: {err}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 fn print_notes(rendered: &Rendered) {

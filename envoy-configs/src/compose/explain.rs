@@ -84,6 +84,10 @@ pub fn explain(spec: &ServiceSpec, rendered: &Rendered) -> String {
             .map_or(0, |stats| stats.patterns().len())
     ));
     line(format!(
+        "Prometheus scrapes 0.0.0.0:{}/stats/prometheus (that path only; the admin interface stays on loopback)",
+        spec.admin.prometheus_port
+    ));
+    line(format!(
         "run it with: envoy -c <bootstrap> --drain-strategy immediate (admin on 127.0.0.1:{}, \
          reachable by the filters as cluster mesh_admin)",
         spec.admin.port

@@ -9,5 +9,6 @@
 pub mod chain;
 pub mod dashboard;
 pub mod explain;
+pub mod k8s;
 pub mod render;
 pub mod spec;

@@ -22,6 +22,10 @@ pub const MESH_VM_ID: &str = "mesh";
 pub const APP_CLUSTER: &str = "local_app";
 /// The cluster pointing at this Envoy's admin interface (filters call `/drain_listeners` through it).
 pub const ADMIN_CLUSTER: &str = "mesh_admin";
+/// The listener exposing only the admin interface's Prometheus endpoint to scrapers.
+pub const PROMETHEUS_LISTENER: &str = "prometheus";
+/// Envoy's Prometheus endpoint (admin), the only path the `prometheus` listener serves.
+pub const PROMETHEUS_PATH: &str = "/stats/prometheus";
 /// The suite module's file.
 const SUITE_MODULE: &str = "mesh_suite.wasm";
 
@@ -216,7 +220,16 @@ pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, S
                 .circuit_breaker(Thresholds::unlimited()),
         );
     }
-    let bootstrap = bootstrap.listener(ingress).listener(egress);
+    let prometheus = Listener::http(PROMETHEUS_LISTENER, spec.admin.prometheus_port)
+        .address(SocketAddr::from((
+            Ipv4Addr::UNSPECIFIED,
+            spec.admin.prometheus_port,
+        )))
+        .route(Route::path(PROMETHEUS_PATH).to_cluster(ADMIN_CLUSTER));
+    let bootstrap = bootstrap
+        .listener(ingress)
+        .listener(egress)
+        .listener(prometheus);
     Ok(Rendered {
         bootstrap,
         plugins,

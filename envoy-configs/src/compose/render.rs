@@ -184,18 +184,7 @@ pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, S
         );
     for dependency in &spec.dependencies {
         let cluster = dependency_cluster(&dependency.name);
-        let mut domains = vec![
-            dependency.name.clone(),
-            format!("{}:{}", dependency.name, spec.egress.port),
-        ];
-        for domain in [
-            dependency.address.clone(),
-            format!("{}:{}", dependency.address, dependency.port),
-        ] {
-            if !domains.contains(&domain) {
-                domains.push(domain);
-            }
-        }
+        let domains = dependency.domains(spec.egress.port);
         let mut route = Route::prefix("/")
             .to_cluster(cluster.clone())
             .timeout(Duration::from_millis(dependency.timeout_ms));

@@ -58,7 +58,7 @@ fn default_app_timeout_ms() -> u64 {
 }
 
 /// An application protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// HTTP/1.1.
@@ -67,17 +67,6 @@ pub enum Protocol {
     Http2,
     /// gRPC (HTTP/2).
     Grpc,
-}
-
-impl Protocol {
-    /// The spec's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Http1 => "http1",
-            Self::Http2 => "http2",
-            Self::Grpc => "grpc",
-        }
-    }
 }
 
 /// The inbound listener (binds all interfaces: other services call it).
@@ -340,6 +329,23 @@ pub struct Dependency {
     pub retry: RetrySpec,
 }
 
+impl Dependency {
+    /// The `Host` values that reach this dependency through the egress listener on `egress_port`:
+    /// its name and its address, each bare and with the port the caller would write.
+    pub fn domains(&self, egress_port: u16) -> Vec<String> {
+        let mut domains = vec![self.name.clone(), format!("{}:{egress_port}", self.name)];
+        for domain in [
+            self.address.clone(),
+            format!("{}:{}", self.address, self.port),
+        ] {
+            if !domains.contains(&domain) {
+                domains.push(domain);
+            }
+        }
+        domains
+    }
+}
+
 /// Retry policy of a dependency's route.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -492,6 +498,20 @@ impl ServiceSpec {
                 return Err(invalid(&at("port"), "must not be 0"));
             }
             positive(&at("timeout_ms"), dependency.timeout_ms)?;
+            for domain in dependency.domains(self.egress.port) {
+                if let Some(other) = self.dependencies[..index]
+                    .iter()
+                    .find(|other| other.domains(self.egress.port).contains(&domain))
+                {
+                    return Err(invalid(
+                        &at("address"),
+                        format!(
+                            "Host {domain:?} would reach both {:?} and {:?}; give each dependency its own address",
+                            other.name, dependency.name
+                        ),
+                    ));
+                }
+            }
             let retry = &dependency.retry;
             if retry.retries > MAX_RETRIES {
                 return Err(invalid(

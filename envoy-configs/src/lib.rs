@@ -35,7 +35,7 @@ pub use bootstrap::{Admin, Bootstrap, Node, StaticResources};
 pub use cluster::{
     AggregateClusterConfig, CircuitBreakers, Cluster, ClusterLoadAssignment, CustomClusterType,
     DiscoveryType, DnsLookupFamily, Endpoint, LbEndpoint, LbPolicy, LocalityLbEndpoints,
-    RoutingPriority, Thresholds, UpstreamHttpProtocol,
+    RetryBudget, RoutingPriority, Thresholds, UpstreamHttpProtocol,
 };
 pub use http_filters::{
     AdaptiveConcurrency, ConcurrencyLimitParams, FailurePolicy, GradientControllerConfig,
@@ -43,7 +43,7 @@ pub use http_filters::{
 };
 pub use listener::{
     Address, CodecType, CommonHttpProtocolOptions, DrainType, Http2ProtocolOptions,
-    HttpConnectionManager, Listener, SocketAddress,
+    HttpConnectionManager, Listener, SocketAddress, TrafficDirection,
 };
 pub use route::{
     ClusterSpecifier, HeaderMatcher, PathMatch, PreviousHostsPredicate, PreviousPrioritiesConfig,

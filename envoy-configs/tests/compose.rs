@@ -143,7 +143,7 @@ fn yaml_and_json_specs_are_the_same_spec() {
 #[test]
 fn the_suite_runs_the_spec_filters_and_filters_without_a_module_are_left_out_with_a_note() {
     let (bootstrap, rendered) = rendered(
-        &format!("{MINIMAL}filters:\n  retry_budget: {{}}\n  load_shedder: {{dry_run: true}}\n"),
+        &format!("{MINIMAL}filters:\n  entity_cache: {{}}\n  load_shedder: {{dry_run: true}}\n"),
         Modules::Suite,
     );
     let filters = hcm(&bootstrap, "ingress")["http_filters"]
@@ -164,12 +164,33 @@ fn the_suite_runs_the_spec_filters_and_filters_without_a_module_are_left_out_wit
     assert_eq!(config["filters"][0]["config"]["dry_run"], true);
     assert_eq!(config["filters"].as_array().unwrap().len(), 1);
     assert_eq!(rendered.notes.len(), 1, "{:?}", rendered.notes);
-    assert!(rendered.notes[0].contains("filters.retry_budget"));
+    assert!(rendered.notes[0].contains("filters.entity_cache"));
     assert!(rendered.notes[0].contains("left out"));
     let egress = hcm(&bootstrap, "egress")["http_filters"]
         .as_array()
         .unwrap();
     assert_eq!(egress.len(), 1, "router only");
+}
+
+#[test]
+fn a_filter_on_both_listeners_gets_one_instance_per_role() {
+    let (bootstrap, _) = rendered(
+        &format!("{MINIMAL}filters:\n  retry_budget: {{server: {{}}, client: {{ratio: 0.1}}}}\n"),
+        Modules::Suite,
+    );
+    for (listener, role) in [("ingress", "server"), ("egress", "client")] {
+        let plugin = &hcm(&bootstrap, listener)["http_filters"][0]["typed_config"]["config"];
+        let config: Value =
+            serde_json::from_str(plugin["configuration"]["value"].as_str().unwrap()).unwrap();
+        let section = &config["filters"][0];
+        assert_eq!(section["filter"], "retry-budget");
+        assert_eq!(section["name"], listener, "instances named per listener");
+        assert_eq!(section["config"]["role"], role);
+    }
+    let err = error(&format!(
+        "{MINIMAL}filters:\n  retry_budget: {{server: {{role: client}}}}\n"
+    ));
+    assert_eq!(err.path, "filters.retry_budget.server.role");
 }
 
 #[test]
@@ -265,10 +286,10 @@ fn the_sidecar_carries_the_mesh_defaults() {
         &hcm(&bootstrap, "prometheus")["route_config"]["virtual_hosts"][0]["routes"];
     assert_eq!(
         prometheus_routes,
-        &json!([{"match": {"path": "/stats/prometheus"}, "route": {"cluster": "mesh_admin"}}]),
+        &json!([{"match": {"path": "/stats/prometheus"}, "route": {"cluster": "envoy_admin"}}]),
         "scrapers reach the stats and nothing else of the admin interface"
     );
-    assert_eq!(cluster(&bootstrap, "mesh_admin")["type"], "STATIC");
+    assert_eq!(cluster(&bootstrap, "envoy_admin")["type"], "STATIC");
     assert_eq!(cluster(&bootstrap, "local_app")["type"], "STATIC");
     assert!(
         bootstrap["overload_manager"]["actions"]

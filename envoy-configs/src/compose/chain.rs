@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn every_slot_names_a_filter_the_spec_has_a_section_for() {
-        let all = r#"{"drain_signal": {}, "load_shedder": {}, "retry_budget": {},
+        let all = r#"{"drain_signal": {}, "load_shedder": {}, "retry_budget": {"server": {}, "client": {}},
                       "sandbox_router": {}, "entity_cache": {}}"#;
         let specs: crate::compose::spec::FilterSpecs = serde_json::from_str(all).unwrap();
         let sections = specs.sections().unwrap();

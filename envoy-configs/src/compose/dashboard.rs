@@ -39,6 +39,8 @@ type FilterAlerts = fn(&str) -> Vec<Alert>;
 fn filter_alerts(filter: &str) -> Option<FilterAlerts> {
     match filter {
         "load-shedder" => Some(load_shedder_alerts),
+        "retry-budget" => Some(retry_budget_alerts),
+        "drain-signal" => Some(drain_signal_alerts),
         _ => None,
     }
 }
@@ -163,6 +165,41 @@ fn load_shedder_alerts(service: &str) -> Vec<Alert> {
             ),
             (admitted, "0+600x20".to_owned()),
         ],
+    }]
+}
+
+fn retry_budget_alerts(service: &str) -> Vec<Alert> {
+    // The client role runs on the egress listener: instance `egress`.
+    let denied = format!(r#"mesh_retry_budget_egress_retries_denied{{service="{service}"}}"#);
+    let requests = format!(r#"mesh_retry_budget_egress_requests{{service="{service}"}}"#);
+    vec![Alert {
+        name: format!("{}RetryBudgetExhausted", camel(service)),
+        expr: format!("sum(rate({denied}[5m])) / sum(rate({requests}[5m])) > 0.05"),
+        for_minutes: 10,
+        severity: "ticket",
+        summary: format!("{service}: its retry budget denies retries to dependencies"),
+        description: format!(
+            "For 10 minutes the retry budget of {service}'s egress sidecar denied retries for over 5 %              of outgoing requests: a dependency is failing, and the budget keeps {service} from              multiplying the failure. Look at the dependencies' panels."
+        ),
+        firing_series: vec![
+            (denied, "0+60x20".to_owned()),
+            (requests, "0+600x20".to_owned()),
+        ],
+    }]
+}
+
+fn drain_signal_alerts(service: &str) -> Vec<Alert> {
+    let state = format!(r#"mesh_drain_signal_drain_state{{service="{service}"}}"#);
+    vec![Alert {
+        name: format!("{}DrainStuck", camel(service)),
+        expr: format!("max({state}) > 0"),
+        for_minutes: 10,
+        severity: "ticket",
+        summary: format!("{service}: a sidecar has been draining for 10 minutes"),
+        description: format!(
+            "A sidecar of {service} started draining (failing health checks, then closing              connections) 10 minutes ago and is still running: its pod did not terminate. Check the              pod's preStop hook and termination grace period."
+        ),
+        firing_series: vec![(state, "2+0x20".to_owned())],
     }]
 }
 

@@ -2,7 +2,7 @@
 //! plain language.
 
 use super::chain::Side;
-use super::render::{Rendered, APP_CLUSTER};
+use super::render::{Rendered, ADMIN_CLUSTER, APP_CLUSTER};
 use super::spec::{Protocol, ServiceSpec};
 use crate::FailurePolicy;
 use load_shedder::config::ShedderConfig;
@@ -89,7 +89,7 @@ pub fn explain(spec: &ServiceSpec, rendered: &Rendered) -> String {
     ));
     line(format!(
         "run it with: envoy -c <bootstrap> --drain-strategy immediate (admin on 127.0.0.1:{}, \
-         reachable by the filters as cluster mesh_admin)",
+         reachable by the filters as cluster {ADMIN_CLUSTER})",
         spec.admin.port
     ));
     if !rendered.notes.is_empty() {

@@ -20,8 +20,9 @@ pub const DEFAULT_WASM_DIR: &str = "/etc/envoy/wasm";
 pub const MESH_VM_ID: &str = "mesh";
 /// The cluster of the local app.
 pub const APP_CLUSTER: &str = "local_app";
-/// The cluster pointing at this Envoy's admin interface (filters call `/drain_listeners` through it).
-pub const ADMIN_CLUSTER: &str = "mesh_admin";
+/// The cluster pointing at this Envoy's admin interface (drain-signal calls `/drain_listeners`
+/// through it; the name is drain-signal's default `admin_cluster`).
+pub const ADMIN_CLUSTER: &str = "envoy_admin";
 /// The listener exposing only the admin interface's Prometheus endpoint to scrapers.
 pub const PROMETHEUS_LISTENER: &str = "prometheus";
 /// Envoy's Prometheus endpoint (admin), the only path the `prometheus` listener serves.
@@ -122,7 +123,10 @@ pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, S
             ));
         }
         let in_suite = suite_filters.contains(&section.filter);
-        for slot in CHAIN.iter().filter(|slot| slot.filter == section.filter) {
+        let slots = CHAIN.iter().filter(|slot| {
+            slot.filter == section.filter && section.side.is_none_or(|side| side == slot.side)
+        });
+        for slot in slots {
             placed.push(Placed {
                 slot,
                 section,
@@ -305,11 +309,12 @@ fn package(
     plugins
 }
 
-/// A filter instance's name: the filter's (so its metrics are `mesh.<filter>.*`), with the listener
-/// appended when the filter runs on both (so the two roles keep apart metrics and shared data).
+/// A filter instance's name: the filter's (so its metrics are `mesh.<filter>.*`), or the listener's
+/// when the filter runs on both (`mesh.<filter>.ingress.*` / `.egress.*`: the two roles keep apart
+/// metrics and shared data).
 fn instance_name(slot: &Slot) -> String {
     if on_both_sides(slot.filter) {
-        format!("{}-{}", slot.filter, slot.side.as_str())
+        slot.side.as_str().to_owned()
     } else {
         slot.filter.to_owned()
     }

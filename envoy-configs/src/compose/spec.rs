@@ -3,6 +3,7 @@
 //! Filter sections are the filters' own config types, so a filter's config error surfaces here,
 //! before Envoy loads anything.
 
+use super::chain::Side;
 use crate::RetryOn;
 use load_shedder::config::ShedderConfig;
 use meshkit::config::Validate;
@@ -171,12 +172,13 @@ impl Default for OverloadSpec {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterSpecs {
-    /// drain-signal (planned): configuration passed through unchecked.
+    /// drain-signal: configuration passed through unchecked.
     pub drain_signal: Option<Unchecked>,
     /// load-shedder: `load_shedder::config::ShedderConfig`.
     pub load_shedder: Option<Checked<ShedderConfig>>,
-    /// retry-budget (planned): configuration passed through unchecked.
-    pub retry_budget: Option<Unchecked>,
+    /// retry-budget: one configuration per role (`server`: ingress, `client`: egress), each
+    /// passed through unchecked with its `role` set by the composer.
+    pub retry_budget: Option<ByRole<Unchecked>>,
     /// sandbox-router (planned; its sandboxes): configuration passed through unchecked.
     pub sandbox_router: Option<Unchecked>,
     /// entity-cache (planned; its rules): configuration passed through unchecked.
@@ -194,6 +196,20 @@ pub struct FilterSection {
     pub config: serde_json::Value,
     /// Whether the filter's own config type checked it (`false`: passed through as written).
     pub checked: bool,
+    /// The listener it is for, when the filter has a section per listener (`None`: each of the
+    /// filter's listeners).
+    pub side: Option<Side>,
+}
+
+/// A filter configured per role: `server` on the ingress listener, `client` on the egress one.
+/// The composer sets each configuration's `role`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ByRole<T> {
+    /// The ingress (server role) instance; absent: none.
+    pub server: Option<T>,
+    /// The egress (client role) instance; absent: none.
+    pub client: Option<T>,
 }
 
 impl FilterSpecs {
@@ -212,12 +228,14 @@ impl FilterSpecs {
             "filters.load_shedder",
             &self.load_shedder,
         )?;
-        section(
-            &mut sections,
-            "retry-budget",
-            "filters.retry_budget",
-            &self.retry_budget,
-        )?;
+        if let Some(by_role) = &self.retry_budget {
+            by_role_sections(
+                &mut sections,
+                "retry-budget",
+                "filters.retry_budget",
+                by_role,
+            )?;
+        }
         section(
             &mut sections,
             "sandbox-router",
@@ -251,7 +269,54 @@ fn section<T: FilterConfig>(
             field,
             config: value,
             checked: T::CHECKED,
+            side: None,
         });
+    }
+    Ok(())
+}
+
+impl<T> Default for ByRole<T> {
+    fn default() -> Self {
+        Self {
+            server: None,
+            client: None,
+        }
+    }
+}
+
+fn by_role_sections<T: FilterConfig>(
+    sections: &mut Vec<FilterSection>,
+    filter: &'static str,
+    field: &'static str,
+    by_role: &ByRole<T>,
+) -> Result<(), SpecError> {
+    let roles = [
+        ("server", Side::Ingress, &by_role.server),
+        ("client", Side::Egress, &by_role.client),
+    ];
+    for (role, side, config) in roles {
+        let start = sections.len();
+        section(sections, filter, field, config)?;
+        if let Some(added) = sections.get_mut(start) {
+            let path = format!("{field}.{role}");
+            let serde_json::Value::Object(object) = &mut added.config else {
+                return Err(invalid(&path, "must be a mapping"));
+            };
+            match object.get("role") {
+                Some(given) if given != role => {
+                    return Err(invalid(
+                        &format!("{path}.role"),
+                        format!("{given} contradicts the section: `{role}` (or leave it out)"),
+                    ));
+                }
+                _ => object.insert("role".to_owned(), role.into()),
+            };
+            added.side = Some(side);
+            added.field = match role {
+                "server" => "filters.retry_budget.server",
+                _ => "filters.retry_budget.client",
+            };
+        }
     }
     Ok(())
 }
@@ -445,6 +510,7 @@ impl ServiceSpec {
     /// retries bounded.
     fn validate(&self) -> Result<(), SpecError> {
         dns_label("service", &self.service)?;
+        self.filters.sections()?;
         let ports = [
             ("app.port", self.app.port),
             ("ingress.port", self.ingress.port),

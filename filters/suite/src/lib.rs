@@ -12,7 +12,11 @@ use meshkit::kit::MemberFactory;
 
 /// The filters the suite can run, one line each.
 pub fn factories() -> Vec<MemberFactory> {
-    vec![MemberFactory::of::<load_shedder::LoadShedder>()]
+    vec![
+        MemberFactory::of::<load_shedder::LoadShedder>(),
+        MemberFactory::of::<retry_budget::RetryBudget>(),
+        MemberFactory::of::<drain_signal::DrainSignal>(),
+    ]
 }
 
 #[cfg(target_arch = "wasm32")]

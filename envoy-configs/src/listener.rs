@@ -90,6 +90,25 @@ pub struct HttpConnectionManager {
         serialize_with = "duration::serialize_opt"
     )]
     drain_timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    common_http_protocol_options: Option<CommonHttpProtocolOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http2_protocol_options: Option<Http2ProtocolOptions>,
+}
+
+/// `envoy.config.core.v3.HttpProtocolOptions` (connection lifetime only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommonHttpProtocolOptions {
+    /// A connection is drained (GOAWAY / `connection: close`) once it is this old.
+    #[serde(serialize_with = "duration::serialize")]
+    pub max_connection_duration: Duration,
+}
+
+/// `envoy.config.core.v3.Http2ProtocolOptions` (stream concurrency only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Http2ProtocolOptions {
+    /// Streams one HTTP/2 connection may carry at once (Envoy's default is 2^31 - 1).
+    pub max_concurrent_streams: u32,
 }
 
 impl Message for HttpConnectionManager {
@@ -108,7 +127,26 @@ impl HttpConnectionManager {
             codec_type: CodecType::Auto,
             http_filters: vec![HttpFilter::router()],
             drain_timeout: None,
+            common_http_protocol_options: None,
+            http2_protocol_options: None,
         }
+    }
+
+    /// Drains each downstream connection once it is `age` old, so clients reconnect (and
+    /// re-balance) regularly.
+    pub fn max_connection_duration(mut self, age: Duration) -> Self {
+        self.common_http_protocol_options = Some(CommonHttpProtocolOptions {
+            max_connection_duration: age,
+        });
+        self
+    }
+
+    /// Caps the concurrent streams of one downstream HTTP/2 connection.
+    pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.http2_protocol_options = Some(Http2ProtocolOptions {
+            max_concurrent_streams: streams,
+        });
+        self
     }
 
     /// Sets the downstream codec.
@@ -241,6 +279,16 @@ impl Listener {
     /// Sets the HTTP connection manager's drain timeout.
     pub fn drain_timeout(self, timeout: Duration) -> Self {
         self.map_hcm(|hcm| hcm.drain_timeout(timeout))
+    }
+
+    /// Drains each downstream connection once it is `age` old.
+    pub fn max_connection_duration(self, age: Duration) -> Self {
+        self.map_hcm(|hcm| hcm.max_connection_duration(age))
+    }
+
+    /// Caps the concurrent streams of one downstream HTTP/2 connection.
+    pub fn max_concurrent_streams(self, streams: u32) -> Self {
+        self.map_hcm(|hcm| hcm.max_concurrent_streams(streams))
     }
 
     /// Sets which events drain this listener.

@@ -12,7 +12,10 @@ use meshkit::kit::MemberFactory;
 
 /// The filters the suite can run, one line each.
 pub fn factories() -> Vec<MemberFactory> {
-    vec![MemberFactory::of::<load_shedder::LoadShedder>()]
+    vec![
+        MemberFactory::of::<load_shedder::LoadShedder>(),
+        MemberFactory::of::<sandbox_router::SandboxRouter>(),
+    ]
 }
 
 #[cfg(target_arch = "wasm32")]

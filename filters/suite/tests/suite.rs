@@ -51,3 +51,25 @@ fn a_bad_section_names_its_field_and_value() {
     assert_eq!(err.path, "filters[0].config.limit.min_limit");
     assert_eq!(err.value, "0");
 }
+
+#[test]
+fn the_suite_runs_the_sandbox_router_with_its_section_config() {
+    use meshkit::headers::HeaderMapKind;
+    use meshkit::kit::chain::ChainStream;
+    let host = FakeHost::new();
+    let config = r#"{"filters":[{"filter":"sandbox-router",
+        "config":{"sandboxes":{"feature-x":"sandbox_x"},"trusted_sources":["127.0.0.1/32"]}}]}"#;
+    let mut chain = Chain::suite(
+        &mesh_suite::factories(),
+        Some(config.as_bytes()),
+        &host,
+        "suite",
+    )
+    .unwrap();
+    host.set_property(&["source", "address"], b"127.0.0.1:5000");
+    host.set_request_headers(&[(":path", "/"), ("x-sandbox", "feature-x")]);
+    chain.on_request_headers(&host, &mut ChainStream::default());
+    let routing = host.header_of(HeaderMapKind::RequestHeaders, "x-mesh-sandbox-cluster");
+    assert_eq!(routing.as_deref(), Some(&b"sandbox_x"[..]));
+    assert_eq!(host.counter("mesh.sandbox_router.routed.feature_x"), 1);
+}

@@ -9,6 +9,7 @@
 //! - [`key`]: valid sandbox names and HMAC-SHA256 signed keys.
 //! - [`registry`]: sandbox name -> cluster.
 //! - [`policy`]: key resolution, the trust decision and the registry lookup.
+//! - [`refresh`]: the dynamic registry's shared state, fetch lease and answer parser.
 //!
 //! [`worker`]: [`SandboxRouter`], the filter on meshkit's filter kit, plain Rust over the kit's
 //! `Host`, tested natively against the fake host. With the `standalone` feature (default) the
@@ -20,6 +21,7 @@ pub mod baggage;
 pub mod config;
 pub mod key;
 pub mod policy;
+pub mod refresh;
 pub mod registry;
 pub mod worker;
 

@@ -14,19 +14,28 @@
 //! 4. Whenever the routing header was removed or set, the route cache is cleared so Envoy picks
 //!    the route again.
 //!
+//! Per tick, with a dynamic registry: one shared-data read adopts the shared list when its
+//! generation moved; when a fetch is due, one CAS update claims it (see [`crate::refresh`]), so
+//! one worker dispatches the `GET` to the registry cluster; its response, routed by the kit to
+//! that worker, records the new list (or the failure, keeping the last good list) in shared data.
+//!
 //! A routed request whose response says Envoy retried it (`x-envoy-attempt-count` above 1 in
 //! the response, which the route's `include_attempt_count_in_response` adds) was served by the
 //! baseline through the aggregate cluster's `previous_priorities` retry: it counts as
 //! `fallback_to_baseline`.
 
 use crate::baggage;
-use crate::config::{SandboxConfig, UnknownKey};
+use crate::config::{RegistryConfig, SandboxConfig, UnknownKey};
 use crate::policy::{source_ip, Decision, Policy, RequestKeys};
+use crate::refresh::{parse_list, SharedRegistry};
 use crate::registry::Registry;
+use meshkit::clock::Timestamp;
 use meshkit::config::ConfigError;
 use meshkit::headers::HeaderMapKind;
 use meshkit::kit::{Counter, Filter, Gauge, Host, Request, Setup, Verdict};
-use std::collections::HashMap;
+use meshkit::shared::SharedCell;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 /// Filter name in logs and metric names (`mesh.sandbox_router.*`).
 const FILTER: &str = "sandbox-router";
@@ -39,6 +48,12 @@ pub const UNKNOWN_KEY_STATUS: u32 = 404;
 const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
 /// The request header carrying W3C baggage.
 const BAGGAGE_HEADER: &str = "baggage";
+/// Retries of one shared-registry update after a CAS mismatch before giving up.
+pub const CAS_RETRIES: u32 = 32;
+/// Name of the shared-data cell of the dynamic registry (its layout version is added).
+const REGISTRY_KEY: &str = "registry";
+/// The longest tick period with a dynamic registry (shorter intervals tick 4 times per interval).
+const MAX_TICK_PERIOD: Duration = Duration::from_secs(1);
 
 /// The metrics one worker updates (Envoy shares a stat between the workers defining it).
 struct Metrics {
@@ -47,6 +62,8 @@ struct Metrics {
     unknown_key: Counter,
     fallback_to_baseline: Counter,
     untrusted_stripped: Counter,
+    registry_refresh_ok: Counter,
+    registry_refresh_failed: Counter,
     registry_size: Gauge,
 }
 
@@ -58,16 +75,33 @@ impl Metrics {
             unknown_key: setup.counter("unknown_key"),
             fallback_to_baseline: setup.counter("fallback_to_baseline"),
             untrusted_stripped: setup.counter("untrusted_stripped"),
+            registry_refresh_ok: setup.counter("registry_refresh_ok"),
+            registry_refresh_failed: setup.counter("registry_refresh_failed"),
             registry_size: setup.gauge("registry_size"),
         }
     }
+}
+
+/// The dynamic registry's worker side: where it is shared, which generation this worker
+/// adopted, and the fetch it dispatched.
+struct DynamicRegistry {
+    config: RegistryConfig,
+    key: String,
+    adopted: Option<u64>,
+    /// The fetch this worker dispatched and when its lease ends (Envoy always answers by then;
+    /// past it the fetch is forgotten).
+    pending: Option<(u32, Timestamp)>,
 }
 
 /// One worker's sandbox router for one configuration.
 pub struct SandboxRouter {
     config: SandboxConfig,
     policy: Policy,
+    /// The configured (static) entries.
+    fixed: Registry,
+    /// The static entries merged with the dynamic registry's last good list.
     registry: Registry,
+    dynamic: Option<DynamicRegistry>,
     metrics: Metrics,
     /// Stat name of `routed.<sandbox>` for each sandbox, computed by the setup's naming.
     routed_prefix: String,
@@ -126,6 +160,116 @@ impl SandboxRouter {
         }
     }
 
+    /// Routes by `shared`'s list from now on if its generation is not the one adopted.
+    fn adopt(&mut self, host: &dyn Host, shared: &SharedRegistry) {
+        let Some(dynamic) = &mut self.dynamic else {
+            return;
+        };
+        if dynamic.adopted == Some(shared.generation) {
+            return;
+        }
+        dynamic.adopted = Some(shared.generation);
+        self.registry = self.fixed.merged_with(&shared.registry());
+        let size = u64::try_from(self.registry.len()).unwrap_or(u64::MAX);
+        self.metrics.registry_size.set(host, size);
+    }
+
+    /// Claims the fetch if it is due and dispatches it; a dispatch Envoy refuses is a failure.
+    fn refresh(&mut self, host: &dyn Host) {
+        let Some(dynamic) = &self.dynamic else {
+            return;
+        };
+        let cell =
+            SharedCell::<SharedRegistry, _, _>::new(host.shared_store(), dynamic.key.as_str(), 0);
+        let shared = match cell.read() {
+            Ok(shared) => shared.unwrap_or_default(),
+            Err(err) => {
+                log::warn!("{FILTER}: cannot read the shared registry: {err}");
+                return;
+            }
+        };
+        self.adopt(host, &shared);
+        let Some(dynamic) = &self.dynamic else {
+            return;
+        };
+        let (now, config) = (host.now(), &dynamic.config);
+        let interval = config.refresh_interval_ms.as_duration();
+        let timeout = config.timeout_ms.as_duration();
+        let waiting = dynamic.pending.is_some_and(|(_, deadline)| now < deadline);
+        if waiting || !shared.fetch_due(now, interval) {
+            return;
+        }
+        let mut claimed = false;
+        let cell = SharedCell::<SharedRegistry, _, _>::new(
+            host.shared_store(),
+            dynamic.key.as_str(),
+            CAS_RETRIES,
+        );
+        let result = cell.update(|current| {
+            let mut state = current.unwrap_or_default();
+            claimed = state.claim(now, interval, timeout);
+            state
+        });
+        if let Err(err) = result {
+            log::debug!("{FILTER}: cannot claim the registry fetch: {err}");
+            return;
+        }
+        if !claimed {
+            return;
+        }
+        let authority = config.authority.as_deref().unwrap_or(&config.cluster);
+        let headers: [(&str, &[u8]); 4] = [
+            (":method", b"GET"),
+            (":path", config.path.as_bytes()),
+            (":authority", authority.as_bytes()),
+            ("accept", b"application/json"),
+        ];
+        match host.dispatch_http_call(&config.cluster, &headers, b"", timeout) {
+            Ok(token) => {
+                if let Some(dynamic) = &mut self.dynamic {
+                    dynamic.pending = Some((token, now.saturating_add(timeout)));
+                }
+            }
+            Err(err) => {
+                log::warn!(
+                    "{FILTER}: cannot fetch the registry from cluster {}: {err}",
+                    config.cluster
+                );
+                self.record(host, None);
+            }
+        }
+    }
+
+    /// Records a fetch's result in the shared registry (a failure keeps the last good list),
+    /// counts it and adopts the result.
+    fn record(&mut self, host: &dyn Host, entries: Option<BTreeMap<String, String>>) {
+        let Some(dynamic) = &self.dynamic else {
+            return;
+        };
+        match &entries {
+            Some(_) => self.metrics.registry_refresh_ok.increment(host, 1),
+            None => self.metrics.registry_refresh_failed.increment(host, 1),
+        }
+        let cell = SharedCell::<SharedRegistry, _, _>::new(
+            host.shared_store(),
+            dynamic.key.as_str(),
+            CAS_RETRIES,
+        );
+        let result = cell.update(|current| {
+            let mut state = current.unwrap_or_default();
+            match &entries {
+                Some(entries) => state.record_success(entries.clone()),
+                None => state.record_failure(),
+            }
+            state
+        });
+        match result {
+            Ok(shared) => self.adopt(host, &shared),
+            // The lease expires by itself; the next due fetch tries again.
+            Err(err) => log::warn!("{FILTER}: cannot record the registry fetch: {err}"),
+        }
+    }
+
     /// Answers an unknown key with 404.
     fn reply_unknown(&self, host: &dyn Host) {
         let headers = [("x-mesh-sandbox", "unknown")];
@@ -143,21 +287,41 @@ impl Filter for SandboxRouter {
 
     fn configure(config: SandboxConfig, setup: &mut Setup<'_>) -> Result<Self, ConfigError> {
         let registry = Registry::new(config.sandboxes.clone());
+        let dynamic = match &config.registry {
+            Some(registry) => {
+                let key = setup
+                    .shared_key(REGISTRY_KEY, u32::from(SharedRegistry::FORMAT_VERSION))
+                    .map_err(|err| ConfigError::root(err.to_string()))?;
+                setup.tick_every(
+                    (registry.refresh_interval_ms.as_duration() / 4).min(MAX_TICK_PERIOD),
+                );
+                Some(DynamicRegistry {
+                    config: registry.clone(),
+                    key,
+                    adopted: None,
+                    pending: None,
+                })
+            }
+            None => None,
+        };
         let metrics = Metrics::define(setup);
         metrics.registry_size.set(
             setup.host(),
             u64::try_from(registry.len()).unwrap_or(u64::MAX),
         );
         log::info!(
-            "{FILTER}: configured: {} static sandboxes, {} trusted source ranges, signed keys {}, self {:?}",
+            "{FILTER}: configured: {} static sandboxes, dynamic registry {:?}, {} trusted source ranges, signed keys {}, self {:?}",
             registry.len(),
+            config.registry.as_ref().map(|r| format!("{}{}", r.cluster, r.path)),
             config.trusted_sources.len(),
             if config.signing_secret.is_some() { "on" } else { "off" },
             config.own_sandbox,
         );
         Ok(SandboxRouter {
             policy: Policy::new(&config),
+            fixed: registry.clone(),
             registry,
+            dynamic,
             metrics,
             routed_prefix: setup.metric_name("routed"),
             config,
@@ -249,5 +413,38 @@ impl Filter for SandboxRouter {
         if retried {
             self.metrics.fallback_to_baseline.increment(host, 1);
         }
+    }
+
+    /// Adopts the shared registry and, when due, fetches it.
+    fn on_tick(&mut self, host: &dyn Host) {
+        self.refresh(host);
+    }
+
+    fn on_http_call_response(&mut self, host: &dyn Host, token: u32) {
+        let Some(dynamic) = &mut self.dynamic else {
+            return;
+        };
+        if dynamic.pending.map(|(pending, _)| pending) != Some(token) {
+            return;
+        }
+        dynamic.pending = None;
+        let status = host.http_call_response_header(":status");
+        let entries = match status.as_deref() {
+            Some(b"200") => parse_list(&host.http_call_response_body(), self.config.max_key_length),
+            Some(other) => Err(format!("status {}", String::from_utf8_lossy(other))),
+            None => Err("no response (reset, timeout or no healthy host)".to_owned()),
+        };
+        let entries = entries
+            .inspect_err(|err| {
+                log::warn!("{FILTER}: registry fetch failed, keeping the last good list: {err}");
+            })
+            .ok();
+        self.record(host, entries);
+    }
+
+    fn has_pending_work(&self) -> bool {
+        self.dynamic
+            .as_ref()
+            .is_some_and(|dynamic| dynamic.pending.is_some())
     }
 }

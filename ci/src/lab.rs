@@ -1,4 +1,4 @@
-//! `cargo xtask up` and `cargo xtask scenario`: build the modules and run the lab binary
+//! `cargo xtask up`, `cargo xtask scenario` and `cargo xtask bench`: build the modules and run the lab binary
 //! (`host-tests/lab/src/bin/lab.rs`, crate `mesh-lab`) in the optimised `lab` profile.
 
 use crate::build::build_modules;
@@ -14,6 +14,11 @@ pub fn run_lab(ws: &Workspace, command: &str, args: &[String]) -> Result<()> {
     if command == "up" {
         // The demo's guide drives the sidecar with hey.
         ensure_debian_tool("hey", "hey")?;
+    }
+    if command == "bench" {
+        // The overhead benchmark's load generator, and the CPU pinning of Envoy.
+        ensure_debian_tool("wrk", "wrk")?;
+        ensure_debian_tool("taskset", "util-linux")?;
     }
     build_modules(ws, None)?;
     run(

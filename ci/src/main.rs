@@ -53,6 +53,14 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         args: Vec<String>,
     },
+    /// Run a benchmark: `overhead` (requests per second through one pinned Envoy worker: bare, a
+    /// pass-through wasm filter, each module alone, the suite running it; ratios to bare), printed and
+    /// written to target/bench/overhead.json.
+    Bench {
+        /// Passed to `lab bench`: the benchmark name, then its options (`cargo xtask bench overhead --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,6 +71,7 @@ fn main() -> ExitCode {
         Command::Test { tier } => test::test(&ws, &tier),
         Command::Up { args } => lab::run_lab(&ws, "up", &args),
         Command::Scenario { args } => lab::run_lab(&ws, "scenario", &args),
+        Command::Bench { args } => lab::run_lab(&ws, "bench", &args),
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 use crate::any::{Any, Message};
 use crate::duration;
+use crate::http_filters::Percent;
 use crate::listener::{Address, SocketAddress};
 use serde::Serialize;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -346,7 +347,7 @@ pub enum RoutingPriority {
 }
 
 /// `CircuitBreakers.Thresholds`; `None` keeps Envoy's default (1024 each, 3 retries).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct Thresholds {
     /// Which routing priority these apply to.
     pub priority: RoutingPriority,
@@ -362,6 +363,19 @@ pub struct Thresholds {
     /// Max concurrent retries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
+    /// Envoy's native retry budget; when set it replaces `max_retries`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RetryBudget>,
+}
+
+/// `CircuitBreakers.Thresholds.RetryBudget`: concurrent retries limited to a percentage of the
+/// active requests (Envoy's native retry budget).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryBudget {
+    /// Active retries allowed, as a percentage of active (pending plus in-flight) requests.
+    pub budget_percent: Percent,
+    /// Active retries allowed whatever the active requests.
+    pub min_retry_concurrency: u32,
 }
 
 impl Thresholds {
@@ -374,6 +388,7 @@ impl Thresholds {
             max_pending_requests: Some(u32::MAX),
             max_requests: Some(u32::MAX),
             max_retries: Some(u32::MAX),
+            retry_budget: None,
         }
     }
 }
@@ -471,6 +486,21 @@ mod tests {
         assert!(to_value(&Cluster::static_cluster("c", [addr(1)]))
             .get("typed_extension_protocol_options")
             .is_none());
+    }
+
+    #[test]
+    fn a_native_retry_budget_serializes_its_percent_as_a_value() {
+        let cluster = Cluster::static_cluster("c", [addr(1)]).circuit_breaker(Thresholds {
+            retry_budget: Some(RetryBudget {
+                budget_percent: Percent { value: 20.0 },
+                min_retry_concurrency: 3,
+            }),
+            ..Thresholds::unlimited()
+        });
+        assert_eq!(
+            to_value(&cluster)["circuit_breakers"]["thresholds"][0]["retry_budget"],
+            json!({"budget_percent": {"value": 20.0}, "min_retry_concurrency": 3})
+        );
     }
 
     #[test]

@@ -32,13 +32,15 @@ pub use bootstrap::{Admin, Bootstrap, Node, StaticResources};
 pub use cluster::{
     AggregateClusterConfig, CircuitBreakers, Cluster, ClusterLoadAssignment, CustomClusterType,
     DiscoveryType, DnsLookupFamily, Endpoint, LbEndpoint, LbPolicy, LocalityLbEndpoints,
-    RoutingPriority, Thresholds, UpstreamHttpProtocol,
+    RetryBudget, RoutingPriority, Thresholds, UpstreamHttpProtocol,
 };
 pub use http_filters::{
     AdaptiveConcurrency, ConcurrencyLimitParams, GradientControllerConfig, HttpFilter,
     HttpFilterConfig, MinRttCalcParams, Percent, Router, WasmFilter, WASM_RUNTIME_V8,
 };
-pub use listener::{Address, CodecType, DrainType, HttpConnectionManager, Listener, SocketAddress};
+pub use listener::{
+    Address, CodecType, DrainType, HttpConnectionManager, Listener, SocketAddress, TrafficDirection,
+};
 pub use route::{
     ClusterSpecifier, HeaderMatcher, PathMatch, PreviousHostsPredicate, PreviousPrioritiesConfig,
     RetryHostPredicate, RetryOn, RetryPolicy, RetryPriority, Route, RouteAction,

@@ -65,6 +65,17 @@ pub enum DrainType {
     ModifyOnly,
 }
 
+/// `core.v3.TrafficDirection`: which way a listener's traffic flows. Admin
+/// `/drain_listeners?inboundonly` drains only `Inbound` listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TrafficDirection {
+    /// Traffic into the service (the ingress sidecar).
+    Inbound,
+    /// Traffic out of the service (the egress sidecar).
+    Outbound,
+}
+
 /// `envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`.
 ///
 /// Invariant kept by the builder: the router filter is always the last HTTP filter.
@@ -118,6 +129,13 @@ impl HttpConnectionManager {
         self
     }
 
+    /// Makes the router report `x-envoy-attempt-count` on upstream requests and on responses, on
+    /// the virtual hosts so far (see [`VirtualHost::include_attempt_counts`]).
+    pub fn include_attempt_counts(mut self) -> Self {
+        self.route_config = self.route_config.include_attempt_counts();
+        self
+    }
+
     /// Adds an HTTP filter after the ones already added, and before the router.
     pub fn http_filter(mut self, filter: HttpFilter) -> Self {
         let router_at = self.http_filters.len().saturating_sub(1);
@@ -155,6 +173,7 @@ pub struct Listener {
     address: Address,
     http_connection_manager: HttpConnectionManager,
     drain_type: Option<DrainType>,
+    traffic_direction: Option<TrafficDirection>,
 }
 
 impl Listener {
@@ -167,6 +186,7 @@ impl Listener {
             name,
             address: Address::loopback(port),
             drain_type: None,
+            traffic_direction: None,
         }
     }
 
@@ -197,6 +217,12 @@ impl Listener {
         self.map_hcm(|hcm| hcm.virtual_host(virtual_host))
     }
 
+    /// Makes the router report attempt counts on the virtual hosts so far (the catch-all one
+    /// included): `x-envoy-attempt-count` on upstream requests and on responses.
+    pub fn include_attempt_counts(self) -> Self {
+        self.map_hcm(HttpConnectionManager::include_attempt_counts)
+    }
+
     /// Adds a proxy-wasm filter (before the router, after previously added filters).
     pub fn wasm_filter(self, filter: WasmFilter) -> Self {
         self.http_filter(HttpFilter::wasm(filter))
@@ -220,6 +246,13 @@ impl Listener {
     /// Sets which events drain this listener.
     pub fn drain_type(mut self, drain_type: DrainType) -> Self {
         self.drain_type = Some(drain_type);
+        self
+    }
+
+    /// Sets the listener's traffic direction (unset: unspecified, which
+    /// `/drain_listeners?inboundonly` leaves alone).
+    pub fn traffic_direction(mut self, direction: TrafficDirection) -> Self {
+        self.traffic_direction = Some(direction);
         self
     }
 
@@ -278,6 +311,8 @@ impl Serialize for Listener {
             filter_chains: [FilterChain<'a>; 1],
             #[serde(skip_serializing_if = "Option::is_none")]
             drain_type: Option<DrainType>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            traffic_direction: Option<TrafficDirection>,
         }
         Repr {
             name: &self.name,
@@ -289,6 +324,7 @@ impl Serialize for Listener {
                 }],
             }],
             drain_type: self.drain_type,
+            traffic_direction: self.traffic_direction,
         }
         .serialize(serializer)
     }
@@ -322,6 +358,19 @@ mod tests {
         assert_eq!(filter["typed_config"]["stat_prefix"], "ingress");
         assert_eq!(filter["typed_config"]["codec_type"], "AUTO");
         assert!(value.get("drain_type").is_none());
+        assert!(value.get("traffic_direction").is_none());
+    }
+
+    #[test]
+    fn attempt_counts_apply_to_the_catch_all_virtual_host() {
+        let listener = Listener::http("l", 1)
+            .include_attempt_counts()
+            .route(Route::prefix("/").to_cluster("c"));
+        let hosts = &hcm_json(&listener)["route_config"]["virtual_hosts"];
+        assert_eq!(hosts.as_array().unwrap().len(), 1);
+        assert_eq!(hosts[0]["include_request_attempt_count"], true);
+        assert_eq!(hosts[0]["include_attempt_count_in_response"], true);
+        assert_eq!(hosts[0]["routes"][0]["route"]["cluster"], "c");
     }
 
     #[test]
@@ -329,14 +378,14 @@ mod tests {
         let listener = Listener::http("l", 1)
             .codec(CodecType::Http2)
             .drain_timeout(Duration::from_millis(1500))
-            .drain_type(DrainType::ModifyOnly);
+            .drain_type(DrainType::ModifyOnly)
+            .traffic_direction(TrafficDirection::Inbound);
         let hcm = hcm_json(&listener);
         assert_eq!(hcm["codec_type"], "HTTP2");
         assert_eq!(hcm["drain_timeout"], "1.500s");
-        assert_eq!(
-            serde_json::to_value(&listener).unwrap()["drain_type"],
-            "MODIFY_ONLY"
-        );
+        let value = serde_json::to_value(&listener).unwrap();
+        assert_eq!(value["drain_type"], "MODIFY_ONLY");
+        assert_eq!(value["traffic_direction"], "INBOUND");
     }
 
     #[test]

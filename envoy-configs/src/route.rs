@@ -28,6 +28,17 @@ impl RouteConfiguration {
         self
     }
 
+    /// Makes the virtual hosts so far report attempt counts (see
+    /// [`VirtualHost::include_attempt_counts`]).
+    pub fn include_attempt_counts(mut self) -> Self {
+        self.virtual_hosts = self
+            .virtual_hosts
+            .into_iter()
+            .map(VirtualHost::include_attempt_counts)
+            .collect();
+        self
+    }
+
     /// The virtual hosts, in insertion order.
     pub fn virtual_hosts(&self) -> &[VirtualHost] {
         &self.virtual_hosts
@@ -50,6 +61,10 @@ pub struct VirtualHost {
     name: String,
     domains: Vec<String>,
     routes: Vec<Route>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    include_request_attempt_count: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    include_attempt_count_in_response: bool,
 }
 
 impl VirtualHost {
@@ -62,7 +77,17 @@ impl VirtualHost {
             name: name.into(),
             domains: domains.into_iter().map(Into::into).collect(),
             routes: Vec::new(),
+            include_request_attempt_count: false,
+            include_attempt_count_in_response: false,
         }
+    }
+
+    /// Makes the router put `x-envoy-attempt-count` on upstream requests and on responses, so
+    /// upstreams can tell retries from first attempts and retry budgets can settle.
+    pub fn include_attempt_counts(mut self) -> Self {
+        self.include_request_attempt_count = true;
+        self.include_attempt_count_in_response = true;
+        self
     }
 
     /// Appends a route; Envoy uses the first route that matches.
@@ -458,6 +483,16 @@ mod tests {
 
     fn to_value(route: &Route) -> Value {
         serde_json::to_value(route).unwrap()
+    }
+
+    #[test]
+    fn attempt_counts_are_serialized_only_when_asked_for() {
+        let plain = serde_json::to_value(VirtualHost::new("v", ["*"])).unwrap();
+        assert!(plain.get("include_attempt_count_in_response").is_none());
+        let counted =
+            serde_json::to_value(VirtualHost::new("v", ["*"]).include_attempt_counts()).unwrap();
+        assert_eq!(counted["include_request_attempt_count"], true);
+        assert_eq!(counted["include_attempt_count_in_response"], true);
     }
 
     #[test]

@@ -51,30 +51,18 @@ pub struct Module {
     pub demo: Option<Demo>,
     /// The scenario (`cargo xtask scenario <name>`) that shows it acting, if any.
     pub scenario: Option<&'static str>,
+    /// A filter's plugin configuration (JSON text) in `cargo xtask bench overhead`: its defaults, but
+    /// refusing no request (a local reply costs less than proxying and would flatter the figure).
+    /// `None` for the suite and test modules.
+    pub bench_config: Option<&'static str>,
 }
 
 /// Where meshkit lives, relative to the workspace root: every filter is built from its sources too.
 pub const MESHKIT_DIR: &str = "filters/common";
 
-/// Every module of the workspace, shipped filters in filter-chain order first.
+/// Every module of the workspace, shipped filters in filter-chain order first (the drain signal
+/// before the load shedder, so neither its trigger nor health checks are shed).
 pub const MODULES: &[Module] = &[
-    Module {
-        crate_name: "load-shedder",
-        crate_dir: "filters/load-shedder",
-        file_name: "load_shedder.wasm",
-        kind: Kind::Filter,
-        demo: Some(Demo {
-            // The defaults: what we recommend to every service.
-            config: "{}",
-            guide: &[
-                "load-shedder: overload the 32-worker demo service and watch low-criticality work get shed first:",
-                "  hey -z 10s -c 300 -H 'x-request-criticality: sheddable' {ingress}/ &",
-                "  hey -z 10s -c 20 -H 'x-request-criticality: critical' {ingress}/",
-                "  curl -s {admin}/stats/prometheus | grep mesh_load_shedder",
-            ],
-        }),
-        scenario: Some("load-shedding"),
-    },
     Module {
         crate_name: "sandbox-router",
         crate_dir: "filters/sandbox-router",
@@ -91,6 +79,65 @@ pub const MODULES: &[Module] = &[
             ],
         }),
         scenario: None,
+        bench_config: Some("{}"),
+    },
+    Module {
+        crate_name: "drain-signal",
+        crate_dir: "filters/drain-signal",
+        file_name: "drain_signal.wasm",
+        kind: Kind::Filter,
+        demo: Some(Demo {
+            // Admin cluster `envoy_admin` of the demo bootstrap; a short delay to watch it act.
+            config: r#"{"delay_ms": 5000}"#,
+            guide: &[
+                "drain-signal: trigger a drain as a Kubernetes preStop hook would, watch health checks fail, then Envoy drain",
+                "  (try it last: it drains the demo's ingress; restart `cargo xtask up` afterwards):",
+                "  curl -s -X POST {ingress}/.mesh/drain; curl -si {ingress}/healthz | head -1",
+                "  sleep 6; curl -s {ingress}/.mesh/drain; curl -s {admin}/stats/prometheus | grep mesh_drain_signal",
+            ],
+        }),
+        scenario: None,
+        // Requests off its paths pass through: the per-request path is one shared-data read.
+        bench_config: Some("{}"),
+    },
+    Module {
+        crate_name: "load-shedder",
+        crate_dir: "filters/load-shedder",
+        file_name: "load_shedder.wasm",
+        kind: Kind::Filter,
+        demo: Some(Demo {
+            // The defaults: what we recommend to every service.
+            config: "{}",
+            guide: &[
+                "load-shedder: overload the 32-worker demo service and watch low-criticality work get shed first:",
+                "  hey -z 10s -c 300 -H 'x-request-criticality: sheddable' {ingress}/ &",
+                "  hey -z 10s -c 20 -H 'x-request-criticality: critical' {ingress}/",
+                "  curl -s {admin}/stats/prometheus | grep mesh_load_shedder",
+            ],
+        }),
+        scenario: Some("load-shedding"),
+        // Dry run: every request takes the whole admission and release path and is proxied.
+        bench_config: Some(r#"{"dry_run": true}"#),
+    },
+    Module {
+        crate_name: "retry-budget",
+        crate_dir: "filters/retry-budget",
+        file_name: "retry_budget.wasm",
+        kind: Kind::Filter,
+        demo: Some(Demo {
+            // The demo sidecar is an ingress: the server role, with a small per-second minimum so
+            // that a few retries beyond 20 % of first attempts already get rejected.
+            config: r#"{"role": "server", "min_retries_per_second": 1}"#,
+            guide: &[
+                "retry-budget (server role): first attempts pass; retries beyond 20 % of them (plus 1/s) get 503 + retry-after:",
+                "  hey -z 10s -c 10 -q 20 {ingress}/ &",
+                "  hey -z 10s -c 10 -q 20 -H 'x-envoy-attempt-count: 2' {ingress}/",
+                "  curl -s {admin}/stats/prometheus | grep mesh_retry_budget",
+            ],
+        }),
+        scenario: Some("retry-storm"),
+        // The client role: it sets the retry header on every request and refuses none.
+        bench_config: Some("{}"),
     },
     Module {
         crate_name: "mesh-suite",
@@ -99,6 +146,7 @@ pub const MODULES: &[Module] = &[
         kind: Kind::Suite,
         demo: None,
         scenario: None,
+        bench_config: None,
     },
     Module {
         crate_name: "host-fixture",
@@ -107,6 +155,7 @@ pub const MODULES: &[Module] = &[
         kind: Kind::TestModule,
         demo: None,
         scenario: None,
+        bench_config: None,
     },
 ];
 
@@ -176,6 +225,18 @@ mod tests {
     fn test_modules_are_neither_demoed_nor_in_scenarios() {
         for m in MODULES.iter().filter(|m| m.kind == Kind::TestModule) {
             assert!(m.demo.is_none() && m.scenario.is_none(), "{}", m.crate_name);
+        }
+    }
+
+    #[test]
+    fn exactly_the_filters_have_a_bench_configuration() {
+        for m in MODULES {
+            assert_eq!(
+                m.bench_config.is_some(),
+                m.kind == Kind::Filter,
+                "{}",
+                m.crate_name
+            );
         }
     }
 

@@ -299,6 +299,7 @@ mod tests {
         kind: Kind::Filter,
         demo: None,
         scenario: None,
+        bench_config: None,
     };
 
     /// An hour ago, so "now" (a file written by the test) is clearly newer.

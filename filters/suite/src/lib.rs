@@ -14,6 +14,8 @@ use meshkit::kit::MemberFactory;
 pub fn factories() -> Vec<MemberFactory> {
     vec![
         MemberFactory::of::<load_shedder::LoadShedder>(),
+        MemberFactory::of::<retry_budget::RetryBudget>(),
+        MemberFactory::of::<drain_signal::DrainSignal>(),
         MemberFactory::of::<sandbox_router::SandboxRouter>(),
     ]
 }

@@ -1,21 +1,29 @@
 //! The emulated proxy-wasm host driving the real `load_shedder.wasm` (build it first with
 //! `cargo build --release --target wasm32-wasip1 -p load-shedder`, or `cargo xtask build`):
 //! configuration, exact cross-worker accounting, shedding order and reply shapes, dry run,
-//! bypass paths, adaptation in virtual time, deferred releases and hostile header bytes.
+//! bypass paths, adaptation in virtual time, hostile header bytes, and (with injected CAS
+//! failures) contention, fail-open admissions, deferred releases and releases pending across a
+//! reconfiguration of `mesh_suite.wasm`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
 
+use load_shedder::policy::SharedState;
+use load_shedder::worker::CAS_RETRIES;
 use mesh_emulator::{
     built_module, EmulatedHost, EmulatorError, HeaderMap, HostBuilder, HttpStream, Worker,
 };
+use meshkit::shared::SharedValue;
 
 /// Shared-data key of the state when the host reports no plugin name (the empty name is `_`;
 /// the state's layout version is part of the key).
 const DEFAULT_KEY: &str = "mesh/load-shedder._/state.v2";
 /// A limit pinned at 10: critical-plus may fill 10, critical 9, sheddable-plus 8, sheddable 5.
 const LIMIT_10: &str = r#"{"limit":{"min_limit":10,"initial_limit":10,"max_limit":10}}"#;
+
+/// A limit pinned at 2: only critical-plus may fill all of it.
+const LIMIT_2: &str = r#"{"limit":{"min_limit":2,"initial_limit":2,"max_limit":2}}"#;
 
 fn shedder() -> HostBuilder {
     EmulatedHost::builder(built_module("load-shedder").unwrap())
@@ -37,6 +45,17 @@ fn counter(host: &EmulatedHost, name: &str) -> u64 {
 fn gauge_after_tick(host: &EmulatedHost, name: &str) -> i64 {
     host.advance(Duration::from_secs(1)).unwrap();
     host.gauge(&metric(name)).unwrap()
+}
+
+/// In-flight requests in the shared state at `key`, as the module wrote it (no tick needed).
+fn in_flight(host: &EmulatedHost, key: &str) -> u32 {
+    let (bytes, _cas) = host.shared_data(key).unwrap();
+    SharedState::decode(&bytes).unwrap().in_flight()
+}
+
+/// Lost CAS races that make one shared-state update give up (its first try and every retry).
+fn every_try_of_one_update() -> u64 {
+    u64::from(CAS_RETRIES) + 1
 }
 
 fn request(path: &str, criticality: Option<&str>) -> HeaderMap {
@@ -125,7 +144,11 @@ fn the_shared_state_key_is_namespaced_by_the_plugin_name() {
 fn four_workers_on_four_threads_account_exactly_under_contention() {
     const REQUESTS_PER_WORKER: usize = 3_000;
     const HELD_PER_WORKER: usize = 24;
+    /// Lost races injected on top of the real ones, so the retry path runs on every run (fewer
+    /// than one update can absorb, so none fails open).
+    const INJECTED: u64 = 16;
     let host = shedder().workers(4).plugin_config("{}").start().unwrap();
+    host.fail_next_cas_sets(INJECTED, Some(DEFAULT_KEY));
     let outcomes: Vec<(u64, u64)> = std::thread::scope(|scope| {
         let threads: Vec<_> = host
             .workers()
@@ -169,9 +192,10 @@ fn four_workers_on_four_threads_account_exactly_under_contention() {
     let shed: u64 = outcomes.iter().map(|(_, s)| s).sum();
     assert_eq!(admitted + shed, 4 * REQUESTS_PER_WORKER as u64);
     assert!(shed > 0, "32 held requests never met the limit");
-    assert!(
-        host.shared_data_cas_mismatches() > 0,
-        "the workers never raced"
+    assert_eq!(
+        host.injected_cas_failures(),
+        INJECTED,
+        "every injected race was retried"
     );
     assert_eq!(counter(&host, "admission_failed_open"), 0);
     assert_eq!(counter(&host, "admitted"), admitted);
@@ -407,6 +431,100 @@ fn a_release_that_cannot_be_written_is_applied_later_and_fail_open_requests_are_
         "the limit of 1 is full again"
     );
     assert_eq!(gauge_after_tick(&host, "in_flight"), 1);
+}
+
+#[test]
+fn an_admission_that_loses_cas_races_retries_and_counts_the_request_once() {
+    let host = start(LIMIT_10);
+    let worker = host.worker(0).unwrap();
+    let _first = open(&worker, request("/", None));
+    host.fail_next_cas_sets(u64::from(CAS_RETRIES), Some(DEFAULT_KEY));
+    let second = open(&worker, request("/", None));
+    assert!(!is_shed(&second));
+    assert_eq!(host.injected_cas_failures(), u64::from(CAS_RETRIES));
+    assert_eq!(counter(&host, "admission_failed_open"), 0);
+    assert_eq!(counter(&host, "admitted"), 2);
+    assert_eq!(in_flight(&host, DEFAULT_KEY), 2);
+}
+
+#[test]
+fn an_admission_that_loses_every_cas_race_fails_open_and_is_never_released() {
+    let host = start(LIMIT_2);
+    let worker = host.worker(0).unwrap();
+    let _held = open(&worker, request("/", Some("critical-plus")));
+    host.fail_next_cas_sets(every_try_of_one_update(), Some(DEFAULT_KEY));
+    let mut uncounted = open(&worker, request("/", Some("critical-plus")));
+    assert!(!is_shed(&uncounted), "fails open");
+    assert_eq!(host.pending_injected_cas_failures(), 0);
+    assert_eq!(counter(&host, "admission_failed_open"), 1);
+    assert_eq!(in_flight(&host, DEFAULT_KEY), 1);
+    // Ending the uncounted request releases nothing: the held one is still counted.
+    respond(&mut uncounted, 200);
+    assert_eq!(in_flight(&host, DEFAULT_KEY), 1);
+    assert_eq!(counter(&host, "admitted"), 1);
+    assert_eq!(counter(&host, "release_deferred"), 0);
+}
+
+#[test]
+fn a_release_that_loses_every_cas_race_is_applied_by_the_next_admission() {
+    let host = start(LIMIT_2);
+    let worker = host.worker(0).unwrap();
+    let _held = open(&worker, request("/", Some("critical-plus")));
+    let mut first = open(&worker, request("/", Some("critical-plus")));
+    assert!(!is_shed(&first));
+    host.fail_next_cas_sets(every_try_of_one_update(), Some(DEFAULT_KEY));
+    respond(&mut first, 200);
+    assert_eq!(counter(&host, "release_deferred"), 1);
+    assert_eq!(in_flight(&host, DEFAULT_KEY), 2, "not applied yet");
+    // No tick: the next admission applies the owed release in its own update, so it fits.
+    let next = open(&worker, request("/", Some("critical-plus")));
+    assert!(!is_shed(&next));
+    assert_eq!(in_flight(&host, DEFAULT_KEY), 2, "held and next");
+    assert!(
+        is_shed(&open(&worker, request("/", Some("critical-plus")))),
+        "the limit of 2 is full: the release was applied once"
+    );
+    assert_eq!(counter(&host, "admitted"), 3);
+}
+
+#[test]
+fn releases_pending_across_a_reconfiguration_land_on_the_key_they_were_admitted_under() {
+    let section = |name: &str| {
+        format!(
+            r#"{{"filters":[{{"filter":"load-shedder","name":"{name}","config":{LIMIT_10}}}]}}"#
+        )
+    };
+    // The instance is the plugin name (none: `_`) and the section name.
+    let old_key = "mesh/load-shedder._~old/state.v2";
+    let new_key = "mesh/load-shedder._~new/state.v2";
+    let host = EmulatedHost::builder(built_module("mesh-suite").unwrap())
+        .plugin_config(section("old"))
+        .start()
+        .unwrap();
+    let worker = host.worker(0).unwrap();
+    let mut from_old = open(&worker, request("/", None));
+    assert!(!is_shed(&from_old));
+
+    // The section is renamed: new streams count under the new key, open ones stay with the old.
+    host.reconfigure(section("new")).unwrap();
+    let _from_new = open(&worker, request("/", None));
+    assert_eq!(host.shared_data_keys(), [new_key, old_key]);
+    host.fail_next_cas_sets(every_try_of_one_update(), Some(old_key));
+    respond(&mut from_old, 200);
+    assert_eq!(
+        host.counter("mesh.load_shedder.old.release_deferred"),
+        Some(1)
+    );
+    assert_eq!(in_flight(&host, old_key), 1, "not applied yet");
+
+    // An admission under the new configuration does not apply the old one's release ...
+    let _also_new = open(&worker, request("/", None));
+    assert_eq!(in_flight(&host, new_key), 2);
+    assert_eq!(in_flight(&host, old_key), 1);
+    // ... the replaced configuration's tick applies it, to its own key.
+    host.advance(Duration::from_secs(1)).unwrap();
+    assert_eq!(in_flight(&host, old_key), 0);
+    assert_eq!(in_flight(&host, new_key), 2);
 }
 
 #[test]

@@ -19,11 +19,13 @@ mod log_scan;
 mod paths;
 mod ports;
 mod process;
+mod prometheus;
 
 pub use log_scan::{log_tail, wasm_failures, WASM_FAILURE_MARKERS};
 pub use paths::{envoy_binary, validate, wasm_module};
 pub use ports::reserve_port;
 pub use process::{DrainStrategy, EnvoyOptions, EnvoyProcess};
+pub use prometheus::prometheus_sample;
 
 use std::path::PathBuf;
 use std::process::ExitStatus;

@@ -53,6 +53,8 @@ pub struct EnvoyOptions {
     pub component_log_level: Option<String>,
     /// How long to wait for `/ready` to say `LIVE`. Default 30 s.
     pub ready_timeout: Duration,
+    /// CPUs every Envoy thread is pinned to (Envoy runs under `taskset --cpu-list`); empty: no pinning.
+    pub cpus: Vec<usize>,
 }
 
 impl Default for EnvoyOptions {
@@ -64,6 +66,7 @@ impl Default for EnvoyOptions {
             log_level: "info".to_owned(),
             component_log_level: None,
             ready_timeout: Duration::from_secs(30),
+            cpus: Vec::new(),
         }
     }
 }
@@ -148,7 +151,14 @@ impl EnvoyProcess {
             .try_clone()
             .map_err(EnvoyError::io("duplicating the stdio log handle"))?;
 
-        let mut command = Command::new(&envoy);
+        let mut command = if options.cpus.is_empty() {
+            Command::new(&envoy)
+        } else {
+            let cpus: Vec<String> = options.cpus.iter().map(ToString::to_string).collect();
+            let mut taskset = Command::new("taskset");
+            taskset.arg("--cpu-list").arg(cpus.join(",")).arg(&envoy);
+            taskset
+        };
         command
             .arg("-c")
             .arg(&config_path)
@@ -245,6 +255,11 @@ impl EnvoyProcess {
             tail.push_str(&log_tail(&stdio, TAIL_LINES));
         }
         tail
+    }
+
+    /// Envoy's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The bootstrap Envoy runs, with the ports the harness assigned.
@@ -347,6 +362,13 @@ impl EnvoyProcess {
     /// `/stats/prometheus`.
     pub fn prometheus(&self) -> Result<String, EnvoyError> {
         self.admin_get("/stats/prometheus")
+    }
+
+    /// The value of the unlabelled sample `metric` in `/stats/prometheus` (see [`prometheus_sample`]).
+    ///
+    /// [`prometheus_sample`]: crate::prometheus_sample
+    pub fn prometheus_value(&self, metric: &str) -> Result<Option<f64>, EnvoyError> {
+        Ok(crate::prometheus_sample(&self.prometheus()?, metric))
     }
 
     /// Panics, quoting the lines, if the log so far shows a wasm panic, a V8 trap

@@ -253,6 +253,31 @@ fn harness_options_reach_the_envoy_command_line() {
     envoy.shutdown();
 }
 
+#[test]
+fn every_envoy_thread_runs_on_the_pinned_cpu() {
+    let envoy = start(
+        &Bootstrap::new(0),
+        EnvoyOptions {
+            concurrency: 1,
+            cpus: vec![0],
+            ..EnvoyOptions::default()
+        },
+    );
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", envoy.pid())).unwrap();
+    let mut threads = 0;
+    for task in tasks {
+        let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
+        let allowed = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+            .unwrap();
+        assert_eq!(allowed.trim(), "0", "{status}");
+        threads += 1;
+    }
+    assert!(threads > 1, "main thread and a worker at least: {threads}");
+    envoy.shutdown();
+}
+
 /// Sends `request` on a fresh connection (closed by `Connection: close`) and returns the
 /// response head's status code and lowercase-named headers.
 fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (u16, Vec<(String, Vec<u8>)>) {

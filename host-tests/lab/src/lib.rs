@@ -1,11 +1,13 @@
 //! The lab: real traffic through a real Envoy (started by the `mesh-envoy-harness` crate).
 //!
+//! - [`bench`]: the overhead benchmark (bare Envoy vs a pass-through wasm filter vs each module vs the suite).
 //! - [`demo`]: the local sidecar demo of `cargo xtask up`.
 //! - [`grpc_wire`]: a raw gRPC probe showing response headers and trailers as sent.
 //! - [`upstream`]: scriptable loopback upstreams (HTTP/1.1, HTTP/2, gRPC; capacity model, faults, counters).
 //! - [`scenario`]: named benchmarks (Envoy + upstream + load in phases, variants side by side).
 //! - [`load`]: an open-loop load generator with HDR latency histograms and a serializable report.
 
+pub mod bench;
 pub mod demo;
 pub mod grpc_wire;
 pub mod load;

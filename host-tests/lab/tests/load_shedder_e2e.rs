@@ -1,10 +1,12 @@
-//! load_shedder.wasm in the real Envoy (build it first with `cargo build --release --target
-//! wasm32-wasip1 -p load-shedder`, or `cargo xtask build`): HTTP and gRPC requests over a pinned
-//! limit are shed with the documented replies, 1,000 client resets mid-request leave nothing in
-//! flight, and the metrics reach `/stats/prometheus`.
+//! The load shedder in the real Envoy, as `load_shedder.wasm` and inside `mesh_suite.wasm` (every test
+//! runs for both; build them first with `cargo xtask build`): HTTP and gRPC requests over a pinned limit
+//! are shed with the documented replies and never reach the upstream, the metrics in `/stats/prometheus`
+//! count exactly the requests the test sent, and 1,000 client resets mid-request leave nothing in
+//! flight.
 //!
-//! Each test runs its own Envoy (two workers, so admissions race through shared data) in front
-//! of a `mesh_lab::upstream`; `shutdown()` fails the test on any wasm panic or trap.
+//! Each test runs its own Envoy (two workers, so admissions race through shared data) in front of a
+//! `mesh_lab::upstream` that holds admitted requests (a stall fault) until the test releases them;
+//! `shutdown()` fails the test on any wasm panic or trap.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write;
@@ -24,9 +26,9 @@ use mesh_envoy_harness::{self as envoy, EnvoyOptions, EnvoyProcess};
 use mesh_lab::grpc_wire::{raw_grpc_get, RawGrpcResponse};
 use mesh_lab::upstream::proto::echo_client::EchoClient;
 use mesh_lab::upstream::proto::EchoRequest;
-use mesh_lab::upstream::{Fault, ServiceTime, Upstream, UpstreamConfig, UpstreamHandle};
+use mesh_lab::upstream::{Fault, Upstream, UpstreamConfig, UpstreamHandle};
 
-/// How long to wait for stats that a tick (1 s) or a finished request updates.
+/// How long to wait for stats that a finished request updates.
 const STAT_WAIT: Duration = Duration::from_secs(10);
 
 /// The admin name of a shedder metric (Envoy files wasm-defined stats under `wasmcustom.`;
@@ -34,6 +36,54 @@ const STAT_WAIT: Duration = Duration::from_secs(10);
 fn stat(metric: &str) -> String {
     format!("wasmcustom.mesh.load_shedder.{metric}")
 }
+
+/// The module carrying the shedder: alone, or as the only section of the suite (named after the
+/// filter, so its metrics are the same).
+#[derive(Clone, Copy, Debug)]
+enum Module {
+    Standalone,
+    Suite,
+}
+
+impl Module {
+    /// The plugin running the shedder with `config`.
+    fn filter(self, config: &Value) -> WasmFilter {
+        match self {
+            Self::Standalone => {
+                WasmFilter::new("load-shedder", built("load-shedder")).configuration(config)
+            }
+            Self::Suite => WasmFilter::new("mesh-suite", built("mesh-suite"))
+                .configuration(&json!({"filters": [{"filter": "load-shedder", "config": config}]})),
+        }
+    }
+}
+
+fn built(crate_name: &str) -> std::path::PathBuf {
+    envoy::wasm_module(crate_name).unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// Each test, once per [`Module`].
+macro_rules! for_each_module {
+    ($($test:ident),* $(,)?) => {
+        mod standalone {
+            $(#[test]
+            fn $test() {
+                super::$test(super::Module::Standalone);
+            })*
+        }
+        mod suite {
+            $(#[test]
+            fn $test() {
+                super::$test(super::Module::Suite);
+            })*
+        }
+    };
+}
+
+for_each_module!(
+    http_and_grpc_requests_over_the_limit_are_shed_before_the_upstream_and_counted_exactly,
+    a_thousand_client_resets_mid_request_leave_nothing_in_flight,
+);
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -43,14 +93,13 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// Envoy with two workers and the shedder (configured with `config`) in front of `upstream`,
-/// spoken to over HTTP/2 so plain HTTP and gRPC share the cluster.
-fn envoy_with_shedder(config: &Value, upstream: SocketAddr) -> EnvoyProcess {
-    let module = envoy::wasm_module("load-shedder").unwrap_or_else(|err| panic!("{err}"));
+/// Envoy with two workers and the shedder (configured with `config`, in `module`) in front of
+/// `upstream`, spoken to over HTTP/2 so plain HTTP and gRPC share the cluster.
+fn envoy_with_shedder(module: Module, config: &Value, upstream: SocketAddr) -> EnvoyProcess {
     let bootstrap = Bootstrap::new(0)
         .listener(
             Listener::http("ingress", 0)
-                .wasm_filter(WasmFilter::new("load-shedder", module).configuration(config))
+                .wasm_filter(module.filter(config))
                 .route(
                     Route::prefix("/")
                         .to_cluster("service")
@@ -91,17 +140,19 @@ fn wait_for_upstream_in_flight(upstream: &UpstreamHandle, expected: u64) {
     );
 }
 
-#[test]
-fn http_and_grpc_requests_over_the_limit_are_shed_and_metrics_reach_prometheus() {
+fn http_and_grpc_requests_over_the_limit_are_shed_before_the_upstream_and_counted_exactly(
+    module: Module,
+) {
     let runtime = runtime();
-    // Admitted requests hold the limit for a second: the shed ones all arrive meanwhile.
+    // Admitted requests stay at the upstream until the test clears the stall: the shed ones all
+    // arrive while the limit is full.
     let upstream = runtime
         .block_on(Upstream::start(UpstreamConfig {
-            service_time: ServiceTime::Constant(Duration::from_secs(1)),
-            ..UpstreamConfig::new("slow")
+            fault: Fault::stall(),
+            ..UpstreamConfig::new("held")
         }))
         .unwrap();
-    let envoy = envoy_with_shedder(&pinned_limit(2), upstream.addr());
+    let envoy = envoy_with_shedder(module, &pinned_limit(2), upstream.addr());
     let ingress = envoy.listener_addr("ingress").unwrap();
 
     // Plain HTTP/1.1: two requests fill the limit of 2, four more are shed at once.
@@ -126,14 +177,24 @@ fn http_and_grpc_requests_over_the_limit_are_shed_and_metrics_reach_prometheus()
         assert_eq!(reply.headers["retry-after"], "1");
         assert_eq!(reply.headers["x-mesh-shed"], "1");
     }
+    assert_eq!(
+        upstream.counters().received,
+        2,
+        "a shed request reached the upstream"
+    );
+    upstream.clear_fault();
     for reply in runtime.block_on(join_all(admitted)) {
         let reply = reply.unwrap();
         assert_eq!(reply.status, StatusCode::OK);
         assert!(!reply.headers.contains_key("x-mesh-shed"));
     }
+    envoy
+        .wait_for_stat(&stat("in_flight"), STAT_WAIT, |n| n == 0)
+        .unwrap();
 
     // gRPC: a tonic client sees UNAVAILABLE with the shed marker; on the wire the reply is
     // trailers-only with exactly one grpc-status and one content-type.
+    upstream.set_fault(Fault::stall());
     let channel = runtime
         .block_on(EchoClient::connect(format!("http://{ingress}")))
         .unwrap();
@@ -171,38 +232,56 @@ fn http_and_grpc_requests_over_the_limit_are_shed_and_metrics_reach_prometheus()
         trailers.as_ref().is_none_or(HeaderMap::is_empty),
         "{trailers:?}"
     );
+    assert_eq!(
+        upstream.counters().received,
+        4,
+        "a shed call reached the upstream"
+    );
+    upstream.clear_fault();
     for result in runtime.block_on(join_all(admitted)) {
         assert_eq!(result.unwrap().unwrap().into_inner().message, "held");
     }
 
+    // 4 admitted (2 HTTP, 2 gRPC) and 8 shed (4 HTTP, 4 gRPC), all at the default criticality.
     envoy
         .wait_for_stat(&stat("in_flight"), STAT_WAIT, |n| n == 0)
         .unwrap();
-    assert_eq!(envoy.stat(&stat("admitted")).unwrap(), Some(4));
-    assert_eq!(envoy.stat(&stat("shed_critical")).unwrap(), Some(8));
     let prometheus = envoy.prometheus().unwrap();
-    for metric in [
-        "limit",
-        "in_flight",
-        "admitted",
-        "shed_critical_plus",
-        "shed_critical",
-        "shed_sheddable_plus",
-        "shed_sheddable",
-        "would_shed",
-        "baseline_latency_us",
-        "window_latency_us",
-    ] {
-        assert!(
-            prometheus.contains(&format!("mesh_load_shedder_{metric}")),
-            "{metric} missing from /stats/prometheus"
+    let expected = [
+        ("limit", 2),
+        ("in_flight", 0),
+        ("admitted", 4),
+        ("shed_critical_plus", 0),
+        ("shed_critical", 8),
+        ("shed_sheddable_plus", 0),
+        ("shed_sheddable", 0),
+        ("would_shed", 0),
+        ("admission_failed_open", 0),
+    ];
+    for (metric, value) in expected {
+        let name = format!("mesh_load_shedder_{metric}");
+        assert_eq!(
+            envoy::prometheus_sample(&prometheus, &name),
+            Some(f64::from(value)),
+            "{name} in /stats/prometheus:\n{prometheus}"
         );
     }
+    for metric in [
+        "baseline_latency_us",
+        "window_latency_us",
+        "release_deferred",
+    ] {
+        let name = format!("mesh_load_shedder_{metric}");
+        assert!(
+            envoy::prometheus_sample(&prometheus, &name).is_some(),
+            "{name} missing from /stats/prometheus"
+        );
+    }
+    assert_eq!(upstream.counters().received, 4);
     envoy.shutdown();
 }
 
-#[test]
-fn a_thousand_client_resets_mid_request_leave_nothing_in_flight() {
+fn a_thousand_client_resets_mid_request_leave_nothing_in_flight(module: Module) {
     const CLIENTS: u64 = 1_000;
     let runtime = runtime();
     let upstream = runtime
@@ -211,7 +290,7 @@ fn a_thousand_client_resets_mid_request_leave_nothing_in_flight() {
             ..UpstreamConfig::new("stalled")
         }))
         .unwrap();
-    let envoy = envoy_with_shedder(&pinned_limit(1_000), upstream.addr());
+    let envoy = envoy_with_shedder(module, &pinned_limit(1_000), upstream.addr());
     let ingress = envoy.listener_addr("ingress").unwrap();
 
     let clients: Vec<TcpStream> = (0..CLIENTS)

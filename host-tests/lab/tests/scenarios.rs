@@ -1,6 +1,6 @@
 //! Every named scenario runs end to end (real Envoy, upstream, load) in a two-second smoke run, so none
 //! of the benchmarks rots between the runs that measure with them, and shows the directions it expects
-//! (its smoke expectations: e.g. our filter sheds in overload and never below capacity).
+//! (e.g. our filter sheds in overload and never below capacity; a retry budget amplifies less than none).
 #![allow(clippy::panic)]
 
 use std::time::Duration;

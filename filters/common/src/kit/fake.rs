@@ -215,6 +215,11 @@ impl FakeHost {
         self.replies.borrow().clone()
     }
 
+    /// Takes the local replies sent so far, oldest first, leaving none.
+    pub fn take_replies(&self) -> Vec<SentReply> {
+        self.replies.take()
+    }
+
     /// How often the route cache was cleared.
     pub fn route_cache_clears(&self) -> u32 {
         self.route_cache_clears.get()

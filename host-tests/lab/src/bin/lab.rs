@@ -4,12 +4,15 @@
 //!   printing the ports and commands that show each filter acting; runs until Ctrl-C, then stops Envoy.
 //! - `lab scenario <name> [--smoke]`: runs a named scenario, prints its table and writes its JSON under
 //!   `target/scenarios/`.
+//! - `lab bench overhead`: bare Envoy vs a pass-through wasm filter vs each module vs the suite, on one
+//!   pinned worker; prints the table and writes `target/bench/overhead.json`.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use mesh_envoy_harness::{EnvoyOptions, EnvoyProcess};
+use mesh_lab::bench::{self, OverheadOptions};
 use mesh_lab::scenario::{self, RunMode};
 use mesh_lab::upstream::{ServiceTime, Upstream, UpstreamConfig};
 
@@ -42,12 +45,52 @@ enum Command {
         #[arg(long)]
         smoke: bool,
     },
+    /// Run a benchmark.
+    #[command(subcommand)]
+    Bench(Bench),
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Requests per second through one pinned Envoy worker: bare, a pass-through wasm filter, each
+    /// module alone, the suite running it; alternating rounds; ratios to bare.
+    Overhead {
+        /// Measured rounds (each runs every variant once).
+        #[arg(long, default_value_t = OverheadOptions::default().rounds)]
+        rounds: u32,
+        /// Seconds of load per variant and round.
+        #[arg(long, default_value_t = OverheadOptions::default().round_time.as_secs())]
+        seconds: u64,
+        /// wrk connections.
+        #[arg(long, default_value_t = OverheadOptions::default().connections)]
+        connections: u32,
+        /// CPU for Envoy's threads.
+        #[arg(long, default_value_t = OverheadOptions::default().envoy_cpu)]
+        envoy_cpu: usize,
+        /// CPU for wrk and the upstream.
+        #[arg(long, default_value_t = OverheadOptions::default().load_cpu)]
+        load_cpu: usize,
+    },
 }
 
 fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Command::Up { port, admin_port } => up(port, admin_port),
         Command::Scenario { name, smoke } => run_scenarios(&name, smoke),
+        Command::Bench(Bench::Overhead {
+            rounds,
+            seconds,
+            connections,
+            envoy_cpu,
+            load_cpu,
+        }) => overhead(&OverheadOptions {
+            rounds,
+            round_time: Duration::from_secs(seconds),
+            connections,
+            envoy_cpu,
+            load_cpu,
+            ..OverheadOptions::default()
+        }),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,6 +125,17 @@ fn run_scenarios(name: &str, smoke: bool) -> Result<(), String> {
             .map_err(|e| format!("writing {}: {e}", out_dir.display()))?;
         println!("JSON: {}\n", path.display());
     }
+    Ok(())
+}
+
+fn overhead(options: &OverheadOptions) -> Result<(), String> {
+    let report = bench::run_overhead(options).map_err(|e| format!("bench overhead: {e}"))?;
+    println!("{}", report.table());
+    let dir = mesh_catalog::target_dir().join("bench");
+    let path = report
+        .write_json(&dir)
+        .map_err(|e| format!("writing {}: {e}", dir.display()))?;
+    println!("JSON: {}", path.display());
     Ok(())
 }
 

@@ -7,7 +7,12 @@ use crate::load::{Protocol, RetryPolicy};
 use crate::upstream::{ServiceTime, UpstreamConfig};
 
 /// Names of every scenario, in catalog order.
-pub const NAMES: &[&str] = &["baseline", "overload", super::load_shedding::NAME];
+pub const NAMES: &[&str] = &[
+    "baseline",
+    "overload",
+    super::load_shedding::NAME,
+    super::retry_storm::NAME,
+];
 
 /// Every scenario.
 pub fn catalog() -> Vec<Scenario> {
@@ -20,6 +25,7 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "baseline" => Some(baseline()),
         "overload" => Some(overload()),
         super::load_shedding::NAME => Some(super::load_shedding::load_shedding()),
+        super::retry_storm::NAME => Some(super::retry_storm::retry_storm()),
         _ => None,
     }
 }

@@ -16,6 +16,7 @@
 mod catalog;
 mod load_shedding;
 mod report;
+mod retry_storm;
 
 pub use catalog::{by_name, catalog, NAMES};
 pub use report::{ExpectationResult, PhaseResult, ScenarioReport};
@@ -98,6 +99,23 @@ pub struct Variant {
     pub name: String,
     /// The request path of this variant.
     pub path: Path,
+    /// Envoy's retries of the route to the upstream (the route then also reports
+    /// `x-envoy-attempt-count` on requests and responses); `None`: Envoy does not retry.
+    pub route_retries: Option<envoy_configs::RetryPolicy>,
+    /// The upstream cluster's circuit-breaker thresholds (default: unlimited, as a mesh runs).
+    pub upstream_thresholds: Thresholds,
+    /// The load generator's per-attempt timeout and retries, when this variant's differ from the
+    /// scenario's.
+    pub client: Option<ClientSide>,
+}
+
+/// How the load generator's client behaves: per-attempt timeout and its own retries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClientSide {
+    /// Client timeout per attempt.
+    pub timeout: Duration,
+    /// Client-side retries.
+    pub retry: RetryPolicy,
 }
 
 impl Variant {
@@ -106,6 +124,9 @@ impl Variant {
         Self {
             name: "direct".into(),
             path: Path::Direct,
+            route_retries: None,
+            upstream_thresholds: Thresholds::unlimited(),
+            client: None,
         }
     }
 
@@ -132,6 +153,20 @@ impl Variant {
         })
     }
 
+    /// Envoy with the module of crate `crate_name`, configured with `config`, as the first HTTP
+    /// filter (plugin name = the variant's name).
+    pub fn wasm_filter_configured(
+        name: &str,
+        crate_name: &'static str,
+        config: serde_json::Value,
+    ) -> Self {
+        let plugin = name.to_owned();
+        Self::envoy(name, move |listener| {
+            let module = mesh_catalog::built(crate_name)?;
+            Ok(listener.wasm_filter(WasmFilter::new(&plugin, module).configuration(&config)))
+        })
+    }
+
     /// Envoy whose ingress listener is shaped by `shape` (e.g. adds one of our wasm filters).
     pub fn envoy(
         name: impl Into<String>,
@@ -140,7 +175,34 @@ impl Variant {
         Self {
             name: name.into(),
             path: Path::Envoy(Arc::new(shape)),
+            route_retries: None,
+            upstream_thresholds: Thresholds::unlimited(),
+            client: None,
         }
+    }
+
+    /// The same variant under another name.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The same variant with Envoy retrying the route per `policy`.
+    pub fn with_route_retries(mut self, policy: envoy_configs::RetryPolicy) -> Self {
+        self.route_retries = Some(policy);
+        self
+    }
+
+    /// The same variant with these thresholds on the upstream cluster.
+    pub fn with_upstream_thresholds(mut self, thresholds: Thresholds) -> Self {
+        self.upstream_thresholds = thresholds;
+        self
+    }
+
+    /// The same variant with its own client side.
+    pub fn with_client(mut self, client: ClientSide) -> Self {
+        self.client = Some(client);
+        self
     }
 }
 
@@ -208,6 +270,26 @@ impl Expectation {
                     } else {
                         failures.join("; ")
                     },
+                })
+            },
+        )
+    }
+
+    /// In `phase`, variant `lower` amplifies requests to the upstream (upstream requests per client
+    /// request) less than variant `than`: a direction, checked in smoke runs too.
+    pub fn lower_amplification(
+        phase: &'static str,
+        lower: &'static str,
+        than: &'static str,
+    ) -> Self {
+        Self::direction(
+            format!("{phase}: {lower} amplifies less than {than}"),
+            move |report| {
+                let ours = report.result(lower, phase)?.amplification;
+                let theirs = report.result(than, phase)?.amplification;
+                Some(Measured {
+                    holds: ours < theirs,
+                    figures: format!("{ours:.2}x vs {theirs:.2}x"),
                 })
             },
         )
@@ -304,7 +386,7 @@ pub fn run(scenario: &Scenario, mode: RunMode) -> Result<ScenarioReport, Scenari
         let envoy = match &variant.path {
             Path::Direct => None,
             Path::Envoy(shape) => {
-                let bootstrap = bootstrap_for(shape, upstream.addr())?;
+                let bootstrap = bootstrap_for(shape, variant, upstream.addr())?;
                 let options = EnvoyOptions {
                     concurrency: scenario.envoy_concurrency,
                     ..EnvoyOptions::default()
@@ -325,10 +407,14 @@ pub fn run(scenario: &Scenario, mode: RunMode) -> Result<ScenarioReport, Scenari
             };
             let mut config =
                 LoadConfig::with_arrival(target, scenario.protocol, phase.arrival, duration);
+            let client = variant.client.unwrap_or(ClientSide {
+                timeout: scenario.timeout,
+                retry: scenario.retry,
+            });
             config.connections = scenario.connections;
-            config.timeout = scenario.timeout;
+            config.timeout = client.timeout;
             config.classes = scenario.classes.clone();
-            config.retry = scenario.retry;
+            config.retry = client.retry;
             upstream.set_fault(phase.fault);
             let before = upstream.counters();
             let load = runtime.block_on(load::run(&config))?;
@@ -354,19 +440,25 @@ pub fn run(scenario: &Scenario, mode: RunMode) -> Result<ScenarioReport, Scenari
     Ok(report)
 }
 
-/// The bootstrap of an Envoy variant: one ingress listener routing everything to the upstream, with the
-/// upstream cluster's circuit breakers off (the mesh relies on its own protections, not Envoy's defaults).
+/// The bootstrap of an Envoy variant: one ingress listener routing everything to the upstream (retried
+/// per the variant's route retries), with the variant's circuit breakers on the upstream cluster
+/// (unlimited by default: the mesh relies on its own protections, not Envoy's defaults).
 fn bootstrap_for(
     shape: &ListenerShape,
+    variant: &Variant,
     upstream: std::net::SocketAddr,
 ) -> Result<Bootstrap, ModuleError> {
-    let listener = shape(Listener::http(INGRESS_LISTENER, 0))?.route(
-        Route::prefix("/")
-            .to_cluster(UPSTREAM_CLUSTER)
-            .timeout(Duration::from_secs(30)),
-    );
+    let mut route = Route::prefix("/")
+        .to_cluster(UPSTREAM_CLUSTER)
+        .timeout(Duration::from_secs(30));
+    let mut listener = shape(Listener::http(INGRESS_LISTENER, 0))?;
+    if let Some(policy) = &variant.route_retries {
+        route = route.retry_policy(policy.clone());
+        listener = listener.include_attempt_counts();
+    }
+    let listener = listener.route(route);
     Ok(Bootstrap::new(0).listener(listener).cluster(
         Cluster::static_cluster(UPSTREAM_CLUSTER, [upstream])
-            .circuit_breaker(Thresholds::unlimited()),
+            .circuit_breaker(variant.upstream_thresholds.clone()),
     ))
 }

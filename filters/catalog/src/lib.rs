@@ -64,6 +64,24 @@ pub const MESHKIT_DIR: &str = "filters/common";
 /// before the load shedder, so neither its trigger nor health checks are shed).
 pub const MODULES: &[Module] = &[
     Module {
+        crate_name: "sandbox-router",
+        crate_dir: "filters/sandbox-router",
+        file_name: "sandbox_router.wasm",
+        kind: Kind::Filter,
+        demo: Some(Demo {
+            // The demo has one deployment, so sandbox `demo` is served by it: watch the counters.
+            config: r#"{"sandboxes": {"demo": "demo-service"}, "trusted_sources": ["127.0.0.1/32"]}"#,
+            guide: &[
+                "sandbox-router: a key in a header or W3C baggage picks the sandbox; untrusted sources are stripped:",
+                "  curl -s -H 'x-sandbox: demo' {ingress}/ && curl -s -H 'baggage: sandbox=demo' {ingress}/",
+                "  curl -s --interface 127.0.0.2 -H 'x-sandbox: demo' {ingress}/   # untrusted source",
+                "  curl -s {admin}/stats/prometheus | grep mesh_sandbox_router",
+            ],
+        }),
+        scenario: None,
+        bench_config: Some("{}"),
+    },
+    Module {
         crate_name: "drain-signal",
         crate_dir: "filters/drain-signal",
         file_name: "drain_signal.wasm",

@@ -16,6 +16,7 @@ pub fn factories() -> Vec<MemberFactory> {
         MemberFactory::of::<load_shedder::LoadShedder>(),
         MemberFactory::of::<retry_budget::RetryBudget>(),
         MemberFactory::of::<drain_signal::DrainSignal>(),
+        MemberFactory::of::<sandbox_router::SandboxRouter>(),
     ]
 }
 

@@ -128,3 +128,26 @@ fn the_drain_signal_answers_its_trigger_before_the_load_shedder_counts_it() {
     chain.on_http_call_response(&host, calls[0].token);
     assert_eq!(host.counter("mesh.drain_signal.admin_drain_calls_ok"), 1);
 }
+
+#[test]
+fn the_suite_runs_the_sandbox_router_with_its_section_config() {
+    let host = FakeHost::new();
+    let config = r#"{"filters":[{"filter":"sandbox-router",
+        "config":{"sandboxes":{"feature-x":"sandbox_x"},"trusted_sources":["127.0.0.1/32"]}}]}"#;
+    let mut chain = Chain::suite(
+        &mesh_suite::factories(),
+        Some(config.as_bytes()),
+        &host,
+        "suite",
+    )
+    .unwrap();
+    host.set_property(&["source", "address"], b"127.0.0.1:5000");
+    host.set_request_headers(&[(":path", "/"), ("x-sandbox", "feature-x")]);
+    chain.on_request_headers(&host, &mut ChainStream::default());
+    let routing = host.header_of(
+        meshkit::headers::HeaderMapKind::RequestHeaders,
+        "x-mesh-sandbox-cluster",
+    );
+    assert_eq!(routing.as_deref(), Some(&b"sandbox_x"[..]));
+    assert_eq!(host.counter("mesh.sandbox_router.routed.feature_x"), 1);
+}

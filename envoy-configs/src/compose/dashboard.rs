@@ -41,6 +41,7 @@ fn filter_alerts(filter: &str) -> Option<FilterAlerts> {
         "load-shedder" => Some(load_shedder_alerts),
         "retry-budget" => Some(retry_budget_alerts),
         "drain-signal" => Some(drain_signal_alerts),
+        "sandbox-router" => Some(sandbox_router_alerts),
         _ => None,
     }
 }
@@ -185,6 +186,29 @@ fn retry_budget_alerts(service: &str) -> Vec<Alert> {
             (denied, "0+60x20".to_owned()),
             (requests, "0+600x20".to_owned()),
         ],
+    }]
+}
+
+fn sandbox_router_alerts(service: &str) -> Vec<Alert> {
+    // The dynamic registry is fetched by the ingress instance as well as the egress one; the
+    // ingress one stands for both (they fetch the same registry).
+    let failed =
+        format!(r#"mesh_sandbox_router_ingress_registry_refresh_failed{{service="{service}"}}"#);
+    let ok = format!(r#"mesh_sandbox_router_ingress_registry_refresh_ok{{service="{service}"}}"#);
+    vec![Alert {
+        name: format!("{}SandboxRegistryStale", camel(service)),
+        expr: format!(
+            "sum(increase({failed}[5m])) > 0 and sum(increase({ok}[5m])) == 0"
+        ),
+        for_minutes: 10,
+        severity: "ticket",
+        summary: format!("{service}: its sidecars cannot refresh the sandbox registry"),
+        description: format!(
+            "For 10 minutes every registry fetch of {service}'s sidecars failed: they keep routing \
+             by the last good sandbox list, so sandboxes added or removed since are not seen. Check \
+             the registry service and its cluster."
+        ),
+        firing_series: vec![(failed, "0+1x20".to_owned()), (ok, "5+0x20".to_owned())],
     }]
 }
 

@@ -151,3 +151,44 @@ fn the_suite_runs_the_sandbox_router_with_its_section_config() {
     assert_eq!(routing.as_deref(), Some(&b"sandbox_x"[..]));
     assert_eq!(host.counter("mesh.sandbox_router.routed.feature_x"), 1);
 }
+
+/// Section names are per filter: the composer names each both-sided filter's sections after their
+/// listener, so one suite holds retry-budget `ingress` beside sandbox-router `ingress`.
+#[test]
+fn sections_of_different_filters_may_share_a_name() {
+    let host = FakeHost::new();
+    let config = r#"{"filters":[
+        {"filter":"retry-budget","name":"ingress","config":{"role":"server"}},
+        {"filter":"sandbox-router","name":"ingress"}]}"#;
+    let chain = Chain::suite(
+        &mesh_suite::factories(),
+        Some(config.as_bytes()),
+        &host,
+        "suite",
+    )
+    .unwrap();
+    assert_eq!(chain.filter_names(), ["retry-budget", "sandbox-router"]);
+    let names = host.metric_names();
+    assert!(
+        names.contains(&"mesh.retry_budget.ingress.requests".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("mesh.sandbox_router.ingress.")),
+        "{names:?}"
+    );
+    let twice = r#"{"filters":[
+        {"filter":"retry-budget","name":"ingress"},
+        {"filter":"retry-budget","name":"ingress"}]}"#;
+    let err = Chain::suite(
+        &mesh_suite::factories(),
+        Some(twice.as_bytes()),
+        &host,
+        "suite",
+    )
+    .err()
+    .unwrap();
+    assert_eq!(err.path, "filters[1].name");
+}

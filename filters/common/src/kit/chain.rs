@@ -278,14 +278,17 @@ impl Validate for SuiteConfig {
                     "a section name must not be empty",
                 ));
             }
-            let earlier = self.filters[..index]
-                .iter()
-                .any(|other| other.name.as_deref().unwrap_or(&other.filter) == name);
+            // Metrics and shared-data keys are the filter's own (`mesh.<filter>.<name>`), so only
+            // two sections of one filter can clash.
+            let earlier = self.filters[..index].iter().any(|other| {
+                other.filter == section.filter
+                    && other.name.as_deref().unwrap_or(&other.filter) == name
+            });
             if earlier {
                 return Err(ConfigError::invalid(
                     format!("filters[{index}].name"),
                     format!("{name:?}"),
-                    "two sections have this name; give one a distinct `name`",
+                    "two sections of this filter have this name; give one a distinct `name`",
                 ));
             }
         }

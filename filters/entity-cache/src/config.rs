@@ -150,11 +150,9 @@ impl RuleConfig {
     fn validate(&self, path: &str) -> Result<(), ConfigError> {
         match (&self.grpc_method, &self.path_prefix) {
             (Some(method), None) => {
-                let valid = method
-                    .split_once('/')
-                    .is_some_and(|(service, name)| {
-                        is_method_part(service) && (name == "*" || is_method_part(name))
-                    });
+                let valid = method.split_once('/').is_some_and(|(service, name)| {
+                    is_method_part(service) && (name == "*" || is_method_part(name))
+                });
                 if !valid {
                     return Err(ConfigError::invalid(
                         format!("{path}.grpc_method"),
@@ -224,7 +222,10 @@ impl RuleConfig {
 impl Validate for BreakerConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         use limits::*;
-        for (field, value) in [("window_ms", self.window_ms), ("cool_down_ms", self.cool_down_ms)] {
+        for (field, value) in [
+            ("window_ms", self.window_ms),
+            ("cool_down_ms", self.cool_down_ms),
+        ] {
             let ms = value.as_millis();
             if !(DURATION_MS.0..=DURATION_MS.1).contains(&ms) {
                 return Err(out_of_range(

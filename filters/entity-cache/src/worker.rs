@@ -369,7 +369,8 @@ impl Filter for EntityCache {
     fn on_tick(&mut self, host: &dyn Host) {
         let now = host.now();
         for slot in &mut self.slots {
-            let cell = SharedCell::<BreakerState, _, _>::new(host.shared_store(), slot.key.as_str(), 0);
+            let cell =
+                SharedCell::<BreakerState, _, _>::new(host.shared_store(), slot.key.as_str(), 0);
             match cell.read() {
                 Ok(state) => slot.snapshot = state,
                 Err(err) => log::debug!("{FILTER}: cannot read breaker {}: {err}", slot.cluster),

@@ -67,20 +67,37 @@ fn a_full_configuration_parses() {
     assert_eq!(config.cache_clusters(), vec!["cache", "cache-2"]);
     assert_eq!(config.breaker.latency_threshold_ms, None);
     assert_eq!(config.bypass_value, "1");
-    assert!(load(r#"{"bypass_header": null}"#).unwrap().bypass_header.is_none());
+    assert!(load(r#"{"bypass_header": null}"#)
+        .unwrap()
+        .bypass_header
+        .is_none());
 }
 
 #[test]
 fn unknown_fields_and_bad_types_name_the_field() {
     assert_eq!(error_path(r#"{"rule": []}"#), "rule");
-    assert_eq!(error_path(r#"{"breaker": {"cooldown_ms": 1}}"#), "breaker.cooldown_ms");
     assert_eq!(
-        error_path(&one_rule(&format!(r#""grpc_method": "a.B/C", "cache": "x", {CLUSTERS}"#))),
+        error_path(r#"{"breaker": {"cooldown_ms": 1}}"#),
+        "breaker.cooldown_ms"
+    );
+    assert_eq!(
+        error_path(&one_rule(&format!(
+            r#""grpc_method": "a.B/C", "cache": "x", {CLUSTERS}"#
+        ))),
         "rules[0].cache"
     );
-    assert_eq!(error_path(r#"{"routing_header": "X-Upper"}"#), "routing_header");
-    assert_eq!(error_path(r#"{"breaker": {"error_rate": 1.5}}"#), "breaker.error_rate");
-    assert_eq!(error_path(&one_rule(r#""grpc_method": "a.B/C""#)), "rules[0]");
+    assert_eq!(
+        error_path(r#"{"routing_header": "X-Upper"}"#),
+        "routing_header"
+    );
+    assert_eq!(
+        error_path(r#"{"breaker": {"error_rate": 1.5}}"#),
+        "breaker.error_rate"
+    );
+    assert_eq!(
+        error_path(&one_rule(r#""grpc_method": "a.B/C""#)),
+        "rules[0]"
+    );
 }
 
 #[test]
@@ -93,9 +110,14 @@ fn a_rule_needs_exactly_one_pattern() {
 #[test]
 fn grpc_methods_must_be_service_slash_method_or_star() {
     for good in ["a.B/C", "pkg.sub.Service/*", "S/M"] {
-        load(&one_rule(&format!(r#""grpc_method": "{good}", {CLUSTERS}"#))).unwrap();
+        load(&one_rule(&format!(
+            r#""grpc_method": "{good}", {CLUSTERS}"#
+        )))
+        .unwrap();
     }
-    for bad in ["a.B", "/a.B/C", "a.B/", "a.B/C/D", "a.B/C*", "*/C", "a B/C", "a.B/?"] {
+    for bad in [
+        "a.B", "/a.B/C", "a.B/", "a.B/C/D", "a.B/C*", "*/C", "a B/C", "a.B/?",
+    ] {
         let json = one_rule(&format!(r#""grpc_method": "{bad}", {CLUSTERS}"#));
         assert_eq!(error_path(&json), "rules[0].grpc_method", "{bad}");
         assert!(load(&json).unwrap_err().contains(bad), "the value is named");
@@ -128,7 +150,10 @@ fn cluster_names_are_checked_and_distinct() {
     };
     assert_eq!(error_path(&rule("", "o")), "rules[0].cache_cluster");
     assert_eq!(error_path(&rule("c c", "o")), "rules[0].cache_cluster");
-    assert_eq!(error_path(&rule(&"c".repeat(101), "o")), "rules[0].cache_cluster");
+    assert_eq!(
+        error_path(&rule(&"c".repeat(101), "o")),
+        "rules[0].cache_cluster"
+    );
     assert_eq!(error_path(&rule("c", "o\\r\\n")), "rules[0].origin_cluster");
     assert_eq!(error_path(&rule("same", "same")), "rules[0].origin_cluster");
     // A cluster cannot be one rule's cache and another's origin.
@@ -144,7 +169,9 @@ fn rules_and_cache_clusters_are_bounded() {
     let rules = vec![rule.as_str(); MAX_RULES + 1].join(",");
     assert_eq!(error_path(&format!(r#"{{"rules": [{rules}]}}"#)), "rules");
     let clusters: Vec<String> = (0..=MAX_CACHE_CLUSTERS)
-        .map(|i| format!(r#"{{"path_prefix": "/", "cache_cluster": "c{i}", "origin_cluster": "o"}}"#))
+        .map(|i| {
+            format!(r#"{{"path_prefix": "/", "cache_cluster": "c{i}", "origin_cluster": "o"}}"#)
+        })
         .collect();
     let json = format!(r#"{{"rules": [{}]}}"#, clusters.join(","));
     assert_eq!(error_path(&json), "rules");
@@ -171,12 +198,27 @@ fn breaker_parameters_are_bounded() {
     assert_eq!(path(r#""cool_down_ms": 0"#), "breaker.cool_down_ms");
     assert_eq!(path(r#""min_requests": 0"#), "breaker.min_requests");
     assert_eq!(path(r#""error_rate": 0"#), "breaker.error_rate");
-    assert_eq!(path(r#""consecutive_failures": 0"#), "breaker.consecutive_failures");
-    assert_eq!(path(r#""consecutive_failures": 1001"#), "breaker.consecutive_failures");
-    assert_eq!(path(r#""successes_to_close": 0"#), "breaker.successes_to_close");
-    assert_eq!(path(r#""latency_threshold_ms": 0"#), "breaker.latency_threshold_ms");
+    assert_eq!(
+        path(r#""consecutive_failures": 0"#),
+        "breaker.consecutive_failures"
+    );
+    assert_eq!(
+        path(r#""consecutive_failures": 1001"#),
+        "breaker.consecutive_failures"
+    );
+    assert_eq!(
+        path(r#""successes_to_close": 0"#),
+        "breaker.successes_to_close"
+    );
+    assert_eq!(
+        path(r#""latency_threshold_ms": 0"#),
+        "breaker.latency_threshold_ms"
+    );
     assert_eq!(path(r#""half_open_share": 0"#), "breaker.half_open_share");
-    assert_eq!(path(r#""half_open_share": -0.1"#), "breaker.half_open_share");
+    assert_eq!(
+        path(r#""half_open_share": -0.1"#),
+        "breaker.half_open_share"
+    );
     let message = load(r#"{"breaker": {"window_ms": 99}}"#).unwrap_err();
     assert!(message.contains("99"), "the value is named: {message}");
 }

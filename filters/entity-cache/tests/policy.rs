@@ -4,8 +4,8 @@
 
 use entity_cache::config::BreakerConfig;
 use entity_cache::policy::{
-    classify, Breaker, BreakerState, CacheResponse, Destination, ErrorClass, Matcher,
-    Observation, Pattern, Phase, ProbeGate, Transition,
+    classify, Breaker, BreakerState, CacheResponse, Destination, ErrorClass, Matcher, Observation,
+    Pattern, Phase, ProbeGate, Transition,
 };
 use meshkit::clock::Timestamp;
 use meshkit::config::{DurationMs, Fraction};
@@ -36,7 +36,10 @@ fn grpc_rules_match_exact_methods_and_whole_services_of_grpc_requests_only() {
     assert_eq!(m.find(b"/users.Users/DeleteUser", b"POST", true), None);
     assert_eq!(m.find(b"/users.Users/GetUserX", b"POST", true), None);
     assert_eq!(m.find(b"/users.UsersX/GetUser", b"POST", true), None);
-    assert_eq!(m.find(b"/catalog.Catalog/GetProduct", b"POST", true), Some(1));
+    assert_eq!(
+        m.find(b"/catalog.Catalog/GetProduct", b"POST", true),
+        Some(1)
+    );
     assert_eq!(m.find(b"/catalog.Catalog/", b"POST", true), None);
     assert_eq!(m.find(b"/catalog.Catalog/A/B", b"POST", true), None);
     assert_eq!(m.find(b"/catalog.CatalogAdmin/Get", b"POST", true), None);
@@ -78,7 +81,10 @@ fn degraded_grpc_statuses_fail_from_headers_or_trailers_alike() {
             outcome: Some(Outcome::Error),
             ..response(b"200")
         };
-        assert_eq!(classify(&r, None), Observation::Failure(ErrorClass::Grpc(class)));
+        assert_eq!(
+            classify(&r, None),
+            Observation::Failure(ErrorClass::Grpc(class))
+        );
     }
     for fine in [&b"0"[..], b"5", b"3", b"7"] {
         let r = CacheResponse {
@@ -117,13 +123,19 @@ fn http_errors_envoy_replies_and_resets_are_classified() {
         Observation::Failure(ErrorClass::ConnectFailure)
     );
     // A reply another filter made says nothing about the cache.
-    assert_eq!(classify(&local(b"wasm_fail_stream"), None), Observation::Neutral);
+    assert_eq!(
+        classify(&local(b"wasm_fail_stream"), None),
+        Observation::Neutral
+    );
     let reset = |details: Option<&'static [u8]>| CacheResponse {
         outcome: Some(Outcome::Reset),
         code_details: details,
         ..CacheResponse::default()
     };
-    assert_eq!(classify(&reset(None), None), Observation::Failure(ErrorClass::Reset));
+    assert_eq!(
+        classify(&reset(None), None),
+        Observation::Failure(ErrorClass::Reset)
+    );
     assert_eq!(
         classify(&reset(Some(b"downstream_remote_disconnect")), None),
         Observation::Neutral
@@ -136,14 +148,20 @@ fn a_retried_call_is_a_failed_cache_attempt_and_slow_successes_fail() {
         attempt_count: Some(b"2"),
         ..response(b"200")
     };
-    assert_eq!(classify(&retried, None), Observation::Failure(ErrorClass::Retried));
+    assert_eq!(
+        classify(&retried, None),
+        Observation::Failure(ErrorClass::Retried)
+    );
     let first = CacheResponse {
         attempt_count: Some(b"1"),
         latency: Duration::from_millis(250),
         ..response(b"200")
     };
     let threshold = Some(Duration::from_millis(200));
-    assert_eq!(classify(&first, threshold), Observation::Failure(ErrorClass::Slow));
+    assert_eq!(
+        classify(&first, threshold),
+        Observation::Failure(ErrorClass::Slow)
+    );
     assert_eq!(classify(&first, None), Observation::Success);
     assert_eq!(
         classify(&first, Some(Duration::from_millis(300))),
@@ -209,7 +227,11 @@ fn the_window_forgets_old_outcomes() {
         s.record(&b, at(i), i % 2 == 0);
     }
     assert_eq!(s.window(&b, at(999)), (9, 5));
-    assert_eq!(s.window(&b, at(1_000)), (0, 0), "one window later, all expired");
+    assert_eq!(
+        s.window(&b, at(1_000)),
+        (0, 0),
+        "one window later, all expired"
+    );
     // A failure after the window: 1 of 1, below the volume; the old ones do not count.
     assert_eq!(s.record(&b, at(1_500), true), Transition::None);
     assert_eq!(s.window(&b, at(1_500)), (1, 1));
@@ -231,7 +253,11 @@ fn half_open_probes_close_on_enough_successes_and_reopen_on_a_failure() {
     assert_eq!(s.record(&b, at(4_200), false), Transition::None);
     assert_eq!(s.record(&b, at(4_300), false), Transition::Closed);
     assert_eq!(s.phase(&b, at(4_300)), Phase::Closed);
-    assert_eq!(s.window(&b, at(4_300)), (0, 0), "closing starts an empty window");
+    assert_eq!(
+        s.window(&b, at(4_300)),
+        (0, 0),
+        "closing starts an empty window"
+    );
     // The failure run starts afresh too.
     s.record(&b, at(4_301), true);
     s.record(&b, at(4_302), true);
@@ -241,13 +267,19 @@ fn half_open_probes_close_on_enough_successes_and_reopen_on_a_failure() {
 #[test]
 fn the_probe_gate_lets_the_share_through_only_when_half_open() {
     let mut gate = ProbeGate::default();
-    assert_eq!(gate.route(Phase::Closed, 0.25), Destination::Cache { probe: false });
+    assert_eq!(
+        gate.route(Phase::Closed, 0.25),
+        Destination::Cache { probe: false }
+    );
     assert_eq!(gate.route(Phase::Open, 0.25), Destination::Origin);
     let probes = (0..100)
         .filter(|_| gate.route(Phase::HalfOpen, 0.25) != Destination::Origin)
         .count();
     assert_eq!(probes, 25);
-    assert_eq!(gate.route(Phase::HalfOpen, 1.0), Destination::Cache { probe: true });
+    assert_eq!(
+        gate.route(Phase::HalfOpen, 1.0),
+        Destination::Cache { probe: true }
+    );
 }
 
 #[test]

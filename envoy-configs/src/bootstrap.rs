@@ -2,6 +2,7 @@
 
 use crate::cluster::Cluster;
 use crate::listener::{Address, Listener};
+use crate::server::{OverloadManager, StatsConfig};
 use serde::Serialize;
 
 /// `envoy.config.bootstrap.v3.Bootstrap` with static resources only (no xDS).
@@ -11,6 +12,10 @@ pub struct Bootstrap {
     node: Option<Node>,
     admin: Admin,
     static_resources: StaticResources,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stats_config: Option<StatsConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overload_manager: Option<OverloadManager>,
     /// Name of the cluster made by [`Bootstrap::admin_cluster`], kept so that
     /// [`Bootstrap::set_admin_port`] re-points it.
     #[serde(skip)]
@@ -52,6 +57,8 @@ impl Bootstrap {
                 address: Address::loopback(admin_port),
             },
             static_resources: StaticResources::default(),
+            stats_config: None,
+            overload_manager: None,
             admin_cluster: None,
         }
     }
@@ -62,6 +69,18 @@ impl Bootstrap {
             id: id.into(),
             cluster: cluster.into(),
         });
+        self
+    }
+
+    /// Sets which stats exist (see [`StatsConfig::inclusion_list`]).
+    pub fn stats_config(mut self, stats: StatsConfig) -> Self {
+        self.stats_config = Some(stats);
+        self
+    }
+
+    /// Sets the overload manager.
+    pub fn overload_manager(mut self, overload: OverloadManager) -> Self {
+        self.overload_manager = Some(overload);
         self
     }
 
@@ -106,6 +125,11 @@ impl Bootstrap {
         }
     }
 
+    /// The stats configuration, if set.
+    pub fn stats_config_ref(&self) -> Option<&StatsConfig> {
+        self.stats_config.as_ref()
+    }
+
     /// The listeners.
     pub fn listeners(&self) -> &[Listener] {
         &self.static_resources.listeners
@@ -119,6 +143,14 @@ impl Bootstrap {
     /// The clusters.
     pub fn clusters(&self) -> &[Cluster] {
         &self.static_resources.clusters
+    }
+
+    /// The bootstrap as YAML, ready for `envoy -c <file>.yaml`. Written from the JSON form
+    /// (keys sorted), since YAML serializers spell enum variants as tags Envoy does not read.
+    pub fn to_yaml(&self) -> Result<String, serde_yaml_ng::Error> {
+        let value = serde_json::to_value(self)
+            .map_err(<serde_yaml_ng::Error as serde::ser::Error>::custom)?;
+        serde_yaml_ng::to_string(&value)
     }
 
     /// The bootstrap as pretty-printed JSON, ready for `envoy -c <file>.json`.

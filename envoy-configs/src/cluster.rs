@@ -4,7 +4,7 @@
 use crate::any::{Any, Message};
 use crate::duration;
 use crate::http_filters::Percent;
-use crate::listener::{Address, SocketAddress};
+use crate::listener::{Address, CommonHttpProtocolOptions, SocketAddress};
 use serde::Serialize;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -207,12 +207,34 @@ impl Cluster {
             UpstreamHttpProtocol::Http1 => ExplicitHttpConfig::HttpProtocolOptions(Empty {}),
             UpstreamHttpProtocol::Http2 => ExplicitHttpConfig::Http2ProtocolOptions(Empty {}),
         };
-        self.typed_extension_protocol_options = Some(ProtocolOptions {
-            http: Any(HttpProtocolOptions {
-                explicit_http_config,
-            }),
-        });
+        self.http_protocol_options().explicit_http_config = explicit_http_config;
         self
+    }
+
+    /// Closes each upstream connection once it is `age` old (drained first). A client age below
+    /// the server's own limit means the client, not the server, retires a connection, so no
+    /// request races a server-side close.
+    pub fn max_connection_duration(mut self, age: Duration) -> Self {
+        self.http_protocol_options().common_http_protocol_options =
+            Some(CommonHttpProtocolOptions {
+                max_connection_duration: age,
+            });
+        self
+    }
+
+    /// The cluster's HTTP protocol options, created as HTTP/1.1 if not set yet (Envoy requires
+    /// an upstream protocol whenever the options are present).
+    fn http_protocol_options(&mut self) -> &mut HttpProtocolOptions {
+        &mut self
+            .typed_extension_protocol_options
+            .get_or_insert(ProtocolOptions {
+                http: Any(HttpProtocolOptions {
+                    explicit_http_config: ExplicitHttpConfig::HttpProtocolOptions(Empty {}),
+                    common_http_protocol_options: None,
+                }),
+            })
+            .http
+            .0
     }
 
     /// Speaks HTTP/2 (h2c) to the endpoints.
@@ -308,6 +330,8 @@ struct ProtocolOptions {
 /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions` (explicit config only).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 struct HttpProtocolOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    common_http_protocol_options: Option<CommonHttpProtocolOptions>,
     explicit_http_config: ExplicitHttpConfig,
 }
 
@@ -486,6 +510,25 @@ mod tests {
         assert!(to_value(&Cluster::static_cluster("c", [addr(1)]))
             .get("typed_extension_protocol_options")
             .is_none());
+    }
+
+    #[test]
+    fn max_connection_duration_keeps_the_upstream_protocol() {
+        let key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+        let value = to_value(
+            &Cluster::static_cluster("c", [addr(1)])
+                .max_connection_duration(Duration::from_secs(240))
+                .http2(),
+        );
+        let options = &value["typed_extension_protocol_options"][key];
+        assert_eq!(
+            options["common_http_protocol_options"],
+            json!({"max_connection_duration": "240s"})
+        );
+        assert_eq!(
+            options["explicit_http_config"],
+            json!({"http2_protocol_options": {}})
+        );
     }
 
     #[test]

@@ -92,7 +92,20 @@ struct PluginConfig {
     vm_config: VmConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     configuration: Option<Any<StringValue>>,
-    fail_open: bool,
+    failure_policy: FailurePolicy,
+}
+
+/// `envoy.extensions.wasm.v3.FailurePolicy`: what requests get while the plugin's VM is dead
+/// (it failed to start, or a panic trapped it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailurePolicy {
+    /// Requests are answered 503 without reaching the upstream.
+    FailClosed,
+    /// Requests skip the filter, as if it were not configured.
+    FailOpen,
+    /// Envoy creates a new VM for the next request (with backoff); requests fail closed meanwhile.
+    FailReload,
 }
 
 /// `envoy.extensions.wasm.v3.VmConfig`.
@@ -116,8 +129,9 @@ struct DataSource {
 }
 
 impl WasmFilter {
-    /// Plugin `name` running the module at `wasm_file` on V8, fail-closed (`fail_open: false`:
-    /// a dead VM answers 503 rather than silently skipping the filter), with `root_id` and
+    /// Plugin `name` running the module at `wasm_file` on V8, fail-closed
+    /// ([`FailurePolicy::FailClosed`]: a dead VM answers 503 rather than silently skipping the
+    /// filter), with `root_id` and
     /// `vm_id` both set to `name` and no configuration.
     pub fn new(name: impl Into<String>, wasm_file: impl AsRef<Path>) -> Self {
         let name = name.into();
@@ -135,7 +149,7 @@ impl WasmFilter {
                 },
                 name,
                 configuration: None,
-                fail_open: false,
+                failure_policy: FailurePolicy::FailClosed,
             },
         }
     }
@@ -166,10 +180,40 @@ impl WasmFilter {
         self
     }
 
-    /// Lets requests bypass the filter when its VM has failed (default `false`).
-    pub fn fail_open(mut self, fail_open: bool) -> Self {
-        self.config.fail_open = fail_open;
+    /// Sets the plugin configuration to `configuration` serialized as JSON: a filter's own typed
+    /// configuration struct, so what the plugin receives is what the type allows.
+    pub fn typed_configuration<T: serde::Serialize>(
+        mut self,
+        configuration: &T,
+    ) -> Result<Self, serde_json::Error> {
+        self.config.configuration = Some(Any(StringValue {
+            value: serde_json::to_string(configuration)?,
+        }));
+        Ok(self)
+    }
+
+    /// Lets requests bypass the filter when its VM has failed (`false`, the default, is
+    /// [`FailurePolicy::FailClosed`]).
+    pub fn fail_open(self, fail_open: bool) -> Self {
+        self.failure_policy(if fail_open {
+            FailurePolicy::FailOpen
+        } else {
+            FailurePolicy::FailClosed
+        })
+    }
+
+    /// Sets what requests get while the VM is dead (default [`FailurePolicy::FailClosed`]).
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.config.failure_policy = policy;
         self
+    }
+
+    /// The configuration text the plugin receives, if any.
+    pub fn configuration_text(&self) -> Option<&str> {
+        self.config
+            .configuration
+            .as_ref()
+            .map(|any| any.0.value.as_str())
     }
 
     /// The plugin name.
@@ -302,7 +346,7 @@ mod tests {
                             "@type": "type.googleapis.com/google.protobuf.StringValue",
                             "value": "{\"limit\":10}"
                         },
-                        "fail_open": false
+                        "failure_policy": "FAIL_CLOSED"
                     }
                 }
             })

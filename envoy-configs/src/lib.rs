@@ -1,4 +1,4 @@
-//! Typed Envoy v3 bootstrap model for the mesh sidecars, serialized to the JSON that
+//! Typed Envoy v3 bootstrap model for the mesh sidecars (and [`compose`]: service spec to sidecar), serialized to the JSON that
 //! `envoy -c <file>` accepts (verified against Envoy 1.40).
 //!
 //! This crate is the project's single config model: sidecar templates are built from these types.
@@ -22,10 +22,13 @@
 mod any;
 mod bootstrap;
 mod cluster;
+pub mod compose;
 mod duration;
+pub mod envoy;
 mod http_filters;
 mod listener;
 mod route;
+mod server;
 
 pub use any::{Any, Message, StringValue};
 pub use bootstrap::{Admin, Bootstrap, Node, StaticResources};
@@ -35,12 +38,16 @@ pub use cluster::{
     RetryBudget, RoutingPriority, Thresholds, UpstreamHttpProtocol,
 };
 pub use http_filters::{
-    AdaptiveConcurrency, ConcurrencyLimitParams, GradientControllerConfig, HttpFilter,
-    HttpFilterConfig, MinRttCalcParams, Percent, Router, WasmFilter, WASM_RUNTIME_V8,
+    AdaptiveConcurrency, ConcurrencyLimitParams, FailurePolicy, GradientControllerConfig,
+    HttpFilter, HttpFilterConfig, MinRttCalcParams, Percent, Router, WasmFilter, WASM_RUNTIME_V8,
 };
-pub use listener::{Address, CodecType, DrainType, HttpConnectionManager, Listener, SocketAddress};
+pub use listener::{
+    Address, CodecType, CommonHttpProtocolOptions, DrainType, Http2ProtocolOptions,
+    HttpConnectionManager, Listener, SocketAddress, TrafficDirection,
+};
 pub use route::{
     ClusterSpecifier, HeaderMatcher, PathMatch, PreviousHostsPredicate, PreviousPrioritiesConfig,
     RetryHostPredicate, RetryOn, RetryPolicy, RetryPriority, Route, RouteAction,
     RouteConfiguration, RouteMatch, StringMatcher, VirtualHost,
 };
+pub use server::{OverloadManager, StatsConfig};

@@ -65,6 +65,17 @@ pub enum DrainType {
     ModifyOnly,
 }
 
+/// `core.v3.TrafficDirection`: which way a listener's traffic flows. Admin
+/// `/drain_listeners?inboundonly` drains only `Inbound` listeners.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TrafficDirection {
+    /// Traffic into the service (the ingress sidecar).
+    Inbound,
+    /// Traffic out of the service (the egress sidecar).
+    Outbound,
+}
+
 /// `envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager`.
 ///
 /// Invariant kept by the builder: the router filter is always the last HTTP filter.
@@ -79,6 +90,25 @@ pub struct HttpConnectionManager {
         serialize_with = "duration::serialize_opt"
     )]
     drain_timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    common_http_protocol_options: Option<CommonHttpProtocolOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http2_protocol_options: Option<Http2ProtocolOptions>,
+}
+
+/// `envoy.config.core.v3.HttpProtocolOptions` (connection lifetime only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommonHttpProtocolOptions {
+    /// A connection is drained (GOAWAY / `connection: close`) once it is this old.
+    #[serde(serialize_with = "duration::serialize")]
+    pub max_connection_duration: Duration,
+}
+
+/// `envoy.config.core.v3.Http2ProtocolOptions` (stream concurrency only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Http2ProtocolOptions {
+    /// Streams one HTTP/2 connection may carry at once (Envoy's default is 2^31 - 1).
+    pub max_concurrent_streams: u32,
 }
 
 impl Message for HttpConnectionManager {
@@ -97,7 +127,26 @@ impl HttpConnectionManager {
             codec_type: CodecType::Auto,
             http_filters: vec![HttpFilter::router()],
             drain_timeout: None,
+            common_http_protocol_options: None,
+            http2_protocol_options: None,
         }
+    }
+
+    /// Drains each downstream connection once it is `age` old, so clients reconnect (and
+    /// re-balance) regularly.
+    pub fn max_connection_duration(mut self, age: Duration) -> Self {
+        self.common_http_protocol_options = Some(CommonHttpProtocolOptions {
+            max_connection_duration: age,
+        });
+        self
+    }
+
+    /// Caps the concurrent streams of one downstream HTTP/2 connection.
+    pub fn max_concurrent_streams(mut self, streams: u32) -> Self {
+        self.http2_protocol_options = Some(Http2ProtocolOptions {
+            max_concurrent_streams: streams,
+        });
+        self
     }
 
     /// Sets the downstream codec.
@@ -162,6 +211,7 @@ pub struct Listener {
     address: Address,
     http_connection_manager: HttpConnectionManager,
     drain_type: Option<DrainType>,
+    traffic_direction: Option<TrafficDirection>,
 }
 
 impl Listener {
@@ -174,6 +224,7 @@ impl Listener {
             name,
             address: Address::loopback(port),
             drain_type: None,
+            traffic_direction: None,
         }
     }
 
@@ -230,9 +281,26 @@ impl Listener {
         self.map_hcm(|hcm| hcm.drain_timeout(timeout))
     }
 
+    /// Drains each downstream connection once it is `age` old.
+    pub fn max_connection_duration(self, age: Duration) -> Self {
+        self.map_hcm(|hcm| hcm.max_connection_duration(age))
+    }
+
+    /// Caps the concurrent streams of one downstream HTTP/2 connection.
+    pub fn max_concurrent_streams(self, streams: u32) -> Self {
+        self.map_hcm(|hcm| hcm.max_concurrent_streams(streams))
+    }
+
     /// Sets which events drain this listener.
     pub fn drain_type(mut self, drain_type: DrainType) -> Self {
         self.drain_type = Some(drain_type);
+        self
+    }
+
+    /// Sets the listener's traffic direction (unset: unspecified, which
+    /// `/drain_listeners?inboundonly` leaves alone).
+    pub fn traffic_direction(mut self, direction: TrafficDirection) -> Self {
+        self.traffic_direction = Some(direction);
         self
     }
 
@@ -291,6 +359,8 @@ impl Serialize for Listener {
             filter_chains: [FilterChain<'a>; 1],
             #[serde(skip_serializing_if = "Option::is_none")]
             drain_type: Option<DrainType>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            traffic_direction: Option<TrafficDirection>,
         }
         Repr {
             name: &self.name,
@@ -302,6 +372,7 @@ impl Serialize for Listener {
                 }],
             }],
             drain_type: self.drain_type,
+            traffic_direction: self.traffic_direction,
         }
         .serialize(serializer)
     }
@@ -335,6 +406,7 @@ mod tests {
         assert_eq!(filter["typed_config"]["stat_prefix"], "ingress");
         assert_eq!(filter["typed_config"]["codec_type"], "AUTO");
         assert!(value.get("drain_type").is_none());
+        assert!(value.get("traffic_direction").is_none());
     }
 
     #[test]
@@ -354,14 +426,14 @@ mod tests {
         let listener = Listener::http("l", 1)
             .codec(CodecType::Http2)
             .drain_timeout(Duration::from_millis(1500))
-            .drain_type(DrainType::ModifyOnly);
+            .drain_type(DrainType::ModifyOnly)
+            .traffic_direction(TrafficDirection::Inbound);
         let hcm = hcm_json(&listener);
         assert_eq!(hcm["codec_type"], "HTTP2");
         assert_eq!(hcm["drain_timeout"], "1.500s");
-        assert_eq!(
-            serde_json::to_value(&listener).unwrap()["drain_type"],
-            "MODIFY_ONLY"
-        );
+        let value = serde_json::to_value(&listener).unwrap();
+        assert_eq!(value["drain_type"], "MODIFY_ONLY");
+        assert_eq!(value["traffic_direction"], "INBOUND");
     }
 
     #[test]

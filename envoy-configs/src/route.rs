@@ -309,27 +309,40 @@ pub enum ClusterSpecifier {
     ClusterHeader(String),
 }
 
-/// A `retry_on` condition of Envoy's router (`x-envoy-retry-on` vocabulary).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A `retry_on` condition of Envoy's router (`x-envoy-retry-on` and `x-envoy-retry-grpc-on`
+/// vocabulary); deserializes from the same spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub enum RetryOn {
     /// `5xx`: any 5xx response, reset, or connect failure.
+    #[serde(rename = "5xx")]
     FiveXx,
     /// `gateway-error`: 502, 503, 504.
+    #[serde(rename = "gateway-error")]
     GatewayError,
     /// `reset`: upstream did not respond (disconnect/reset/read timeout).
+    #[serde(rename = "reset")]
     Reset,
     /// `reset-before-request`: reset before the request was fully sent.
+    #[serde(rename = "reset-before-request")]
     ResetBeforeRequest,
     /// `connect-failure`: connection to the upstream failed.
+    #[serde(rename = "connect-failure")]
     ConnectFailure,
     /// `envoy-ratelimited`: response carries `x-envoy-ratelimited`.
+    #[serde(rename = "envoy-ratelimited")]
     EnvoyRatelimited,
     /// `retriable-4xx`: 409.
+    #[serde(rename = "retriable-4xx")]
     Retriable4xx,
     /// `refused-stream`: HTTP/2 REFUSED_STREAM.
+    #[serde(rename = "refused-stream")]
     RefusedStream,
     /// `retriable-status-codes`: codes listed in [`RetryPolicy::retriable_status_codes`].
+    #[serde(rename = "retriable-status-codes")]
     RetriableStatusCodes,
+    /// `unavailable`: gRPC status UNAVAILABLE in the response headers.
+    #[serde(rename = "unavailable")]
+    Unavailable,
 }
 
 impl RetryOn {
@@ -345,6 +358,7 @@ impl RetryOn {
             Self::Retriable4xx => "retriable-4xx",
             Self::RefusedStream => "refused-stream",
             Self::RetriableStatusCodes => "retriable-status-codes",
+            Self::Unavailable => "unavailable",
         }
     }
 }

@@ -60,8 +60,28 @@ pub struct Module {
 /// Where meshkit lives, relative to the workspace root: every filter is built from its sources too.
 pub const MESHKIT_DIR: &str = "filters/common";
 
-/// Every module of the workspace, shipped filters in filter-chain order first.
+/// Every module of the workspace, shipped filters in filter-chain order first (the drain signal
+/// before the load shedder, so neither its trigger nor health checks are shed).
 pub const MODULES: &[Module] = &[
+    Module {
+        crate_name: "drain-signal",
+        crate_dir: "filters/drain-signal",
+        file_name: "drain_signal.wasm",
+        kind: Kind::Filter,
+        demo: Some(Demo {
+            // Admin cluster `envoy_admin` of the demo bootstrap; a short delay to watch it act.
+            config: r#"{"delay_ms": 5000}"#,
+            guide: &[
+                "drain-signal: trigger a drain as a Kubernetes preStop hook would, watch health checks fail, then Envoy drain",
+                "  (try it last: it drains the demo's ingress; restart `cargo xtask up` afterwards):",
+                "  curl -s -X POST {ingress}/.mesh/drain; curl -si {ingress}/healthz | head -1",
+                "  sleep 6; curl -s {ingress}/.mesh/drain; curl -s {admin}/stats/prometheus | grep mesh_drain_signal",
+            ],
+        }),
+        scenario: Some("drain"),
+        // Requests off its paths pass through without touching shared data.
+        bench_config: Some("{}"),
+    },
     Module {
         crate_name: "load-shedder",
         crate_dir: "filters/load-shedder",

@@ -12,10 +12,10 @@
 //! allocates.
 
 use crate::config::ShedderConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How important a request is; later variants are more important and are shed last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Criticality {
     /// Shed first: work nobody waits for (batch, prefetch).

@@ -17,10 +17,10 @@
 use crate::classify::Criticality;
 use meshkit::config::{require_positive, ConfigError, DurationMs, Fraction, HeaderName, Validate};
 use meshkit::grpc::{GrpcMethod, GrpcStatus};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole plugin configuration.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ShedderConfig {
     /// Decide and count as usual but admit every request (default `false`).
@@ -37,7 +37,7 @@ pub struct ShedderConfig {
 }
 
 /// Parameters of the adaptive concurrency limit (see [`crate::policy`] for the algorithm).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitConfig {
     /// The limit never goes below this (default 4).
@@ -98,7 +98,7 @@ impl Default for LimitConfig {
 }
 
 /// How a request's [`Criticality`] and attempt number are found.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CriticalityConfig {
     /// Header carrying the caller's criticality (default `x-request-criticality`); `null`
@@ -128,7 +128,7 @@ impl Default for CriticalityConfig {
 }
 
 /// One criticality mapping rule: exactly one of `path_prefix` and `grpc_method`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CriticalityRoute {
     /// Matches paths starting with this (raw bytes, query string included).
@@ -145,7 +145,7 @@ pub struct CriticalityRoute {
 /// admitted only while the in-flight count is below its share of the limit. Retries get the
 /// midpoint between their criticality's share and the next lower one's (half the share for
 /// `sheddable`). Shares must not increase as criticality falls.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CriticalityShares {
     /// Default 1.0.
@@ -170,7 +170,7 @@ impl Default for CriticalityShares {
 }
 
 /// The reply to a shed request. Both forms carry `x-mesh-shed: 1`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RejectionConfig {
     /// Status of the trailers-only reply to gRPC requests: `UNAVAILABLE` (default, retried by

@@ -67,6 +67,32 @@ fn a_full_configuration_parses() {
     assert_eq!(config.rejection.grpc_status, GrpcStatus::ResourceExhausted);
 }
 
+/// The composer (`mesh-bootstrap`) writes a spec's typed configuration back out as the plugin's
+/// JSON: what it writes must load as the same configuration.
+#[test]
+fn a_serialized_configuration_loads_back_unchanged() {
+    let full = load(
+        r#"{
+            "dry_run": true,
+            "bypass_paths": ["/healthz"],
+            "limit": { "min_limit": 2, "max_limit": 50, "latency_target_ms": 250, "tolerance": 0.25 },
+            "criticality": {
+                "header": null,
+                "routes": [
+                    { "path_prefix": "/batch/", "criticality": "sheddable" },
+                    { "grpc_method": "pkg.Search/Query", "criticality": "critical-plus" }
+                ]
+            },
+            "rejection": { "grpc_status": "RESOURCE_EXHAUSTED", "retry_after_seconds": 2 }
+        }"#,
+    )
+    .unwrap();
+    for config in [ShedderConfig::default(), full] {
+        let written = serde_json::to_string(&config).unwrap();
+        assert_eq!(load(&written), Ok(config), "{written}");
+    }
+}
+
 #[test]
 fn every_validation_rule_names_the_offending_field() {
     for (json, path) in [

@@ -15,6 +15,7 @@ pub fn factories() -> Vec<MemberFactory> {
     vec![
         MemberFactory::of::<load_shedder::LoadShedder>(),
         MemberFactory::of::<retry_budget::RetryBudget>(),
+        MemberFactory::of::<drain_signal::DrainSignal>(),
         MemberFactory::of::<entity_cache::EntityCache>(),
     ]
 }

@@ -1,8 +1,9 @@
 //! The suite's table of filters and its configuration, natively against the kit's fake host.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use meshkit::kit::chain::ChainStream;
 use meshkit::kit::fake::FakeHost;
-use meshkit::kit::Chain;
+use meshkit::kit::{Chain, Verdict};
 
 #[test]
 fn every_filter_of_the_suite_has_a_distinct_name() {
@@ -12,6 +13,7 @@ fn every_filter_of_the_suite_has_a_distinct_name() {
     unique.dedup();
     assert_eq!(unique.len(), names.len(), "{names:?}");
     assert!(names.contains(&"load-shedder"));
+    assert!(names.contains(&"drain-signal"));
     assert!(names.contains(&"retry-budget"));
 }
 
@@ -94,4 +96,35 @@ fn a_bad_section_names_its_field_and_value() {
     .unwrap();
     assert_eq!(err.path, "filters[0].config.limit.min_limit");
     assert_eq!(err.value, "0");
+}
+
+#[test]
+fn the_drain_signal_answers_its_trigger_before_the_load_shedder_counts_it() {
+    let host = FakeHost::new();
+    let config = r#"{"filters":[{"filter":"drain-signal","config":{"delay_ms":0}},{"filter":"load-shedder"}]}"#;
+    let mut chain = Chain::suite(
+        &mesh_suite::factories(),
+        Some(config.as_bytes()),
+        &host,
+        "mesh",
+    )
+    .unwrap();
+    host.set_property(&["source", "address"], b"127.0.0.1:1234");
+    host.set_request_headers(&[(":method", "POST"), (":path", "/.mesh/drain")]);
+    let mut stream = ChainStream::default();
+    assert_eq!(
+        chain.on_request_headers(&host, &mut stream),
+        Verdict::Replied
+    );
+    chain.on_stream_end(&host, &mut stream);
+    assert_eq!(host.replies()[0].status, 202);
+    assert_eq!(host.counter("mesh.drain_signal.drain_triggered"), 1);
+    assert_eq!(host.counter("mesh.load_shedder.admitted"), 0);
+    // The admin call goes out from the suite's tick, and its response reaches the drain signal.
+    chain.on_tick(&host);
+    let calls = host.dispatched_calls();
+    assert_eq!(calls.len(), 1);
+    host.set_http_call_response(&[(":status", "200")], b"OK");
+    chain.on_http_call_response(&host, calls[0].token);
+    assert_eq!(host.counter("mesh.drain_signal.admin_drain_calls_ok"), 1);
 }

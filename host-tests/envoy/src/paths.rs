@@ -3,19 +3,11 @@
 use crate::EnvoyError;
 use envoy_configs::Bootstrap;
 use std::path::PathBuf;
-use std::process::Command;
 
 /// The Envoy binary: `$MESH_ENVOY_BIN` if set, else `<workspace>/.venv/bin/envoy`
 /// (installed by `cargo xtask bootstrap`).
 pub fn envoy_binary() -> Result<PathBuf, EnvoyError> {
-    let path = std::env::var_os("MESH_ENVOY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| mesh_catalog::workspace_root().join(".venv/bin/envoy"));
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(EnvoyError::BinaryMissing { path })
-    }
+    envoy_configs::envoy::envoy_binary().map_err(|path| EnvoyError::BinaryMissing { path })
 }
 
 /// The built module of crate `crate_name` from the module catalog (`mesh-catalog`); an error naming
@@ -36,22 +28,11 @@ pub fn validate(bootstrap: &Bootstrap) -> Result<(), EnvoyError> {
     let config_path = dir.path().join("envoy.json");
     std::fs::write(&config_path, bootstrap.to_json())
         .map_err(EnvoyError::io(format!("writing {}", config_path.display())))?;
-    let output = Command::new(&envoy)
-        .args(["--mode", "validate", "-l", "warn", "-c"])
-        .arg(&config_path)
-        .output()
+    let verdict = envoy_configs::envoy::validate_file(&envoy, &config_path)
         .map_err(EnvoyError::io(format!("running {}", envoy.display())))?;
-    if output.status.success() {
-        return Ok(());
-    }
-    let kept = dir.keep();
-    Err(EnvoyError::Invalid {
-        status: output.status,
-        output: format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        config_path: kept.join("envoy.json"),
+    verdict.map_err(|rejected| EnvoyError::Invalid {
+        status: rejected.status,
+        output: rejected.output,
+        config_path: dir.keep().join("envoy.json"),
     })
 }

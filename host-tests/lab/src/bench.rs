@@ -14,7 +14,10 @@
 //! The load generator (wrk, closed loop) and the upstream share the other CPU. After a warm-up pass,
 //! rounds alternate the variants (bare, passthrough, module, suite, repeat) so that drift on the
 //! machine hits every variant alike. A variant's throughput is the median of its rounds; its ratio to
-//! bare is the median of its per-round ratios to the bare run of the same round.
+//! bare is the median of its per-round ratios to the bare run of the same round. Each run also
+//! measures Envoy's CPU time per request (its ratio to bare is the throughput ratio were Envoy's CPU
+//! the only bottleneck, which other processes on the machine barely disturb) and how busy Envoy, its
+//! CPU and the load CPU were, so a run shows whether Envoy was the bottleneck as intended.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -192,6 +195,8 @@ fn variants() -> Result<Vec<Variant>, BenchError> {
 /// What wrk reported for one run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct WrkRun {
+    /// Requests completed.
+    pub requests: u64,
     /// Requests completed per second.
     pub rps: f64,
     /// Responses with a status outside 2xx and 3xx (a shed request would count here).
@@ -203,11 +208,14 @@ pub struct WrkRun {
 /// Reads the figures of wrk's summary (`Requests/sec:`, `Non-2xx or 3xx responses:`, `Socket errors:`).
 pub fn parse_wrk(output: &str) -> Result<WrkRun, BenchError> {
     let mut rps = None;
+    let mut requests = None;
     let mut non_2xx = 0;
     let mut socket_errors = 0;
     for line in output.lines().map(str::trim) {
         if let Some(value) = line.strip_prefix("Requests/sec:") {
             rps = value.trim().parse::<f64>().ok();
+        } else if let Some((count, _)) = line.split_once(" requests in ") {
+            requests = count.trim().parse::<u64>().ok();
         } else if let Some(value) = line.strip_prefix("Non-2xx or 3xx responses:") {
             non_2xx = value
                 .trim()
@@ -225,8 +233,13 @@ pub fn parse_wrk(output: &str) -> Result<WrkRun, BenchError> {
             }
         }
     }
-    let rps = rps.ok_or_else(|| BenchError::Wrk(format!("no Requests/sec in:\n{output}")))?;
+    let (Some(rps), Some(requests)) = (rps, requests) else {
+        return Err(BenchError::Wrk(format!(
+            "no request count or Requests/sec in:\n{output}"
+        )));
+    };
     Ok(WrkRun {
+        requests,
         rps,
         non_2xx,
         socket_errors,
@@ -262,13 +275,22 @@ pub struct Run {
     /// What wrk reported.
     #[serde(flatten)]
     pub wrk: WrkRun,
-    /// Envoy's CPU time over the run's wall time, in percent: near 100 when Envoy's CPU is the
-    /// bottleneck, as the benchmark intends; lower when the load side is.
+    /// Envoy's CPU time over the run's wall time, in percent: near 100 when Envoy is the
+    /// bottleneck, as the benchmark intends.
     pub envoy_busy_percent: f64,
+    /// How busy Envoy's CPU was with anything (Envoy and whatever else runs there), in percent: well
+    /// above `envoy_busy_percent` means other processes took Envoy's CPU and the run is not clean.
+    pub envoy_cpu_busy_percent: f64,
+    /// How busy the load CPU (wrk and the upstream) was, in percent: near 100 means the load side,
+    /// not Envoy, limited the run.
+    pub load_cpu_busy_percent: f64,
+    /// Envoy's CPU time per completed request, in microseconds: what a request costs Envoy, whatever
+    /// else ran on the machine or limited the run.
+    pub envoy_us_per_request: f64,
 }
 
 /// The CPU time every thread of process `pid` has used so far (`/proc/<pid>/stat`).
-fn cpu_time(pid: u32) -> Result<Duration, BenchError> {
+fn process_cpu_time(pid: u32) -> Result<Duration, BenchError> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path)
         .map_err(|e| BenchError::Options(format!("reading {path}: {e}")))?;
@@ -280,25 +302,63 @@ fn cpu_time(pid: u32) -> Result<Duration, BenchError> {
     let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
         return Err(BenchError::Options(format!("unreadable {path}: {stat}")));
     };
-    let per_second = rustix::param::clock_ticks_per_second().max(1);
-    Ok(Duration::from_secs_f64(
-        (user + system) as f64 / per_second as f64,
-    ))
+    Ok(from_ticks(user + system))
 }
 
-/// Runs wrk against `target` and measures how busy Envoy (process `envoy_pid`) was meanwhile.
+/// Busy and total time of CPU `cpu` since boot (`/proc/stat`; idle and iowait are not busy).
+fn cpu_times(cpu: usize) -> Result<(Duration, Duration), BenchError> {
+    let stat = std::fs::read_to_string("/proc/stat")
+        .map_err(|e| BenchError::Options(format!("reading /proc/stat: {e}")))?;
+    let label = format!("cpu{cpu}");
+    let ticks: Vec<u64> = stat
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(&label)?
+                .strip_prefix(' ')
+                .map(str::split_whitespace)
+        })
+        .ok_or_else(|| BenchError::Options(format!("no {label} in /proc/stat")))?
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let total: u64 = ticks.iter().sum();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    Ok((from_ticks(total - idle), from_ticks(total)))
+}
+
+fn from_ticks(ticks: u64) -> Duration {
+    let per_second = rustix::param::clock_ticks_per_second().max(1);
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+/// Busy share of CPU `cpu` between two [`cpu_times`] samples, in percent.
+fn busy_percent(before: (Duration, Duration), after: (Duration, Duration)) -> f64 {
+    let total = after.1.saturating_sub(before.1).as_secs_f64();
+    if total == 0.0 {
+        return 0.0;
+    }
+    100.0 * after.0.saturating_sub(before.0).as_secs_f64() / total
+}
+
+/// Runs wrk against `target` and measures how busy Envoy (process `envoy_pid`) and both CPUs were
+/// meanwhile.
 fn measured_run(
     envoy_pid: u32,
+    options: &OverheadOptions,
     target: SocketAddr,
     time: Duration,
-    connections: u32,
 ) -> Result<Run, BenchError> {
-    let (cpu_before, wall) = (cpu_time(envoy_pid)?, std::time::Instant::now());
-    let wrk = wrk(target, time, connections)?;
-    let busy = cpu_time(envoy_pid)?.saturating_sub(cpu_before);
+    let envoy_before = process_cpu_time(envoy_pid)?;
+    let cpus_before = (cpu_times(options.envoy_cpu)?, cpu_times(options.load_cpu)?);
+    let wall = std::time::Instant::now();
+    let wrk = wrk(target, time, options.connections)?;
+    let envoy = process_cpu_time(envoy_pid)?.saturating_sub(envoy_before);
+    let wall = wall.elapsed();
     Ok(Run {
         wrk,
-        envoy_busy_percent: 100.0 * busy.as_secs_f64() / wall.elapsed().as_secs_f64(),
+        envoy_busy_percent: 100.0 * envoy.as_secs_f64() / wall.as_secs_f64(),
+        envoy_us_per_request: envoy.as_secs_f64() * 1e6 / wrk.requests.max(1) as f64,
+        envoy_cpu_busy_percent: busy_percent(cpus_before.0, cpu_times(options.envoy_cpu)?),
+        load_cpu_busy_percent: busy_percent(cpus_before.1, cpu_times(options.load_cpu)?),
     })
 }
 
@@ -327,6 +387,12 @@ pub struct VariantResult {
     pub median_rps: f64,
     /// Median over the rounds of this variant's rps over bare's rps in the same round.
     pub ratio_to_bare: f64,
+    /// Median Envoy CPU time per request, in microseconds.
+    pub median_envoy_us_per_request: f64,
+    /// Median over the rounds of bare's Envoy CPU time per request over this variant's: its
+    /// throughput relative to bare when Envoy's CPU is the bottleneck, unaffected by other
+    /// processes taking that CPU.
+    pub cpu_ratio_to_bare: f64,
 }
 
 impl VariantResult {
@@ -338,14 +404,9 @@ impl VariantResult {
         self.rounds.iter().map(|r| r.wrk.socket_errors).sum()
     }
 
-    fn median_envoy_busy_percent(&self) -> f64 {
-        median(
-            &mut self
-                .rounds
-                .iter()
-                .map(|r| r.envoy_busy_percent)
-                .collect::<Vec<_>>(),
-        )
+    /// The median over the rounds of `figure`.
+    fn median_of(&self, figure: impl Fn(&Run) -> f64) -> f64 {
+        median(&mut self.rounds.iter().map(figure).collect::<Vec<_>>())
     }
 }
 
@@ -354,12 +415,13 @@ impl VariantResult {
 pub struct TargetCheck {
     /// What is compared.
     pub what: String,
-    /// The measured ratio.
-    pub ratio: f64,
     /// The least ratio that meets the target.
     pub target: f64,
-    /// Whether the measured ratio meets it.
-    pub met: bool,
+    /// The ratio of requests per second (paired by round).
+    pub rps_ratio: f64,
+    /// The inverse ratio of Envoy CPU time per request (paired by round): the throughput ratio with
+    /// Envoy's CPU the bottleneck, robust to other load on the machine.
+    pub cpu_ratio: f64,
 }
 
 /// The outcome of one overhead benchmark run.
@@ -392,11 +454,21 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// Median over the rounds of `a`'s rps over `b`'s rps in the same round.
 fn paired_ratio(a: &[Run], b: &[Run]) -> f64 {
+    paired(a, b, |run| run.wrk.rps)
+}
+
+/// Median over the rounds of `b`'s Envoy CPU time per request over `a`'s in the same round.
+fn paired_cpu_ratio(a: &[Run], b: &[Run]) -> f64 {
+    paired(a, b, |run| 1.0 / run.envoy_us_per_request)
+}
+
+/// Median over the rounds of `figure(a) / figure(b)` in the same round.
+fn paired(a: &[Run], b: &[Run], figure: impl Fn(&Run) -> f64) -> f64 {
     let mut ratios: Vec<f64> = a
         .iter()
         .zip(b)
-        .filter(|(_, b)| b.wrk.rps > 0.0)
-        .map(|(a, b)| a.wrk.rps / b.wrk.rps)
+        .map(|(a, b)| figure(a) / figure(b))
+        .filter(|ratio| ratio.is_finite())
         .collect();
     median(&mut ratios)
 }
@@ -449,10 +521,15 @@ pub fn run_overhead(options: &OverheadOptions) -> Result<OverheadReport, BenchEr
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); variants.len()];
     for round in 1..=options.rounds {
         for ((variant, &target), runs) in variants.iter().zip(&targets).zip(&mut runs) {
-            let run = measured_run(envoy.pid(), target, options.round_time, options.connections)?;
+            let run = measured_run(envoy.pid(), options, target, options.round_time)?;
             eprintln!(
-                "bench: round {round}/{}: {:<24} {:>9.0} rps, Envoy {:.0} % busy",
-                options.rounds, variant.name, run.wrk.rps, run.envoy_busy_percent
+                "bench: round {round}/{}: {:<24} {:>9.0} rps; busy: Envoy {:.0} %, its CPU {:.0} %, load CPU {:.0} %",
+                options.rounds,
+                variant.name,
+                run.wrk.rps,
+                run.envoy_busy_percent,
+                run.envoy_cpu_busy_percent,
+                run.load_cpu_busy_percent
             );
             runs.push(run);
         }
@@ -466,6 +543,13 @@ pub fn run_overhead(options: &OverheadOptions) -> Result<OverheadReport, BenchEr
         .map(|(variant, rounds)| VariantResult {
             median_rps: median(&mut rounds.iter().map(|r| r.wrk.rps).collect::<Vec<_>>()),
             ratio_to_bare: paired_ratio(&rounds, &bare),
+            median_envoy_us_per_request: median(
+                &mut rounds
+                    .iter()
+                    .map(|r| r.envoy_us_per_request)
+                    .collect::<Vec<_>>(),
+            ),
+            cpu_ratio_to_bare: paired_cpu_ratio(&rounds, &bare),
             module: variant.filter.as_ref().map(|(_, m, _)| m.file_name),
             config: variant.filter.map(|(_, _, config)| config),
             name: variant.name,
@@ -487,12 +571,13 @@ pub fn run_overhead(options: &OverheadOptions) -> Result<OverheadReport, BenchEr
 /// running it alone against its module alone (the suite must cost no more).
 fn target_checks(results: &[VariantResult]) -> Vec<TargetCheck> {
     let mut checks = Vec::new();
+    let bare = results.first().map(|r| r.rounds.as_slice()).unwrap_or(&[]);
     if let Some(chain) = results.iter().rev().find(|r| r.name.starts_with("suite[")) {
         checks.push(TargetCheck {
             what: format!("whole chain ({}) / bare", chain.name),
-            ratio: chain.ratio_to_bare,
             target: WHOLE_CHAIN_TARGET,
-            met: chain.ratio_to_bare >= WHOLE_CHAIN_TARGET,
+            rps_ratio: paired_ratio(&chain.rounds, bare),
+            cpu_ratio: paired_cpu_ratio(&chain.rounds, bare),
         });
     }
     for filter in mesh_catalog::filters() {
@@ -501,12 +586,11 @@ fn target_checks(results: &[VariantResult]) -> Vec<TargetCheck> {
             by_name(filter.file_name),
             by_name(&format!("suite[{}]", filter.crate_name)),
         ) {
-            let ratio = paired_ratio(&suite.rounds, &module.rounds);
             checks.push(TargetCheck {
                 what: format!("{} / {}", suite.name, module.name),
-                ratio,
                 target: 1.0,
-                met: ratio >= 1.0,
+                rps_ratio: paired_ratio(&suite.rounds, &module.rounds),
+                cpu_ratio: paired_cpu_ratio(&suite.rounds, &module.rounds),
             });
         }
     }
@@ -522,8 +606,18 @@ impl OverheadReport {
         );
         let _ = writeln!(
             out,
-            "{:<24} {:>11} {:>9} {:>17} {:>12}  non-2xx  socket errors",
-            "variant", "median rps", "x bare", "rounds min..max", "Envoy busy"
+            "{:<22} {:>8} {:>7} {:>15} | {:>8} {:>7} | busy: {:>5} {:>7} {:>8} | {:>7} {:>6}",
+            "variant",
+            "rps",
+            "x bare",
+            "rps min..max",
+            "us/req",
+            "x bare",
+            "Envoy",
+            "its CPU",
+            "load CPU",
+            "non-2xx",
+            "errors"
         );
         for v in &self.variants {
             let rps = || v.rounds.iter().map(|r| r.wrk.rps);
@@ -531,24 +625,37 @@ impl OverheadReport {
             let max = rps().fold(0.0, f64::max);
             let _ = writeln!(
                 out,
-                "{:<24} {:>11.0} {:>8.3}x {:>8.0}..{:<8.0} {:>10.0} % {:>8} {:>14}",
+                "{:<22} {:>8.0} {:>6.3}x {:>7.0}..{:<6.0} | {:>8.1} {:>6.3}x | {:>11.0}% {:>6.0}% {:>7.0}% | {:>7} {:>6}",
                 v.name,
                 v.median_rps,
                 v.ratio_to_bare,
                 min,
                 max,
-                v.median_envoy_busy_percent(),
+                v.median_envoy_us_per_request,
+                v.cpu_ratio_to_bare,
+                v.median_of(|r| r.envoy_busy_percent),
+                v.median_of(|r| r.envoy_cpu_busy_percent),
+                v.median_of(|r| r.load_cpu_busy_percent),
                 v.non_2xx(),
                 v.socket_errors()
             );
         }
-        let _ = writeln!(out, "\ntargets:");
+        let _ = writeln!(
+            out,
+            "\nrps: medians of the rounds; x bare: medians of per-round ratios, by rps and by Envoy CPU \
+             time per request (us/req; the throughput ratio were Envoy's CPU the only bottleneck)\n\ntargets:"
+        );
+        let verdict = |ratio: f64, target: f64| if ratio >= target { "met" } else { "MISSED" };
         for t in &self.targets {
-            let verdict = if t.met { "met" } else { "MISSED" };
             let _ = writeln!(
                 out,
-                "  {:<44} {:.3} (target >= {:.2}): {verdict}",
-                t.what, t.ratio, t.target
+                "  {:<44} target >= {:.2}: by rps {:.3} ({}), by Envoy CPU {:.3} ({})",
+                t.what,
+                t.target,
+                t.rps_ratio,
+                verdict(t.rps_ratio, t.target),
+                t.cpu_ratio,
+                verdict(t.cpu_ratio, t.target)
             );
         }
         out
@@ -586,6 +693,7 @@ Transfer/sec:      2.58MB
         assert_eq!(
             parse_wrk(WRK_OUTPUT).unwrap(),
             WrkRun {
+                requests: 66181,
                 rps: 13236.2,
                 non_2xx: 7,
                 socket_errors: 3
@@ -599,6 +707,7 @@ Transfer/sec:      2.58MB
         assert_eq!(
             parse_wrk(&clean).unwrap(),
             WrkRun {
+                requests: 66181,
                 rps: 13236.2,
                 non_2xx: 0,
                 socket_errors: 0
@@ -613,11 +722,15 @@ Transfer/sec:      2.58MB
             rps.iter()
                 .map(|&rps| Run {
                     wrk: WrkRun {
+                        requests: 0,
                         rps,
                         non_2xx: 0,
                         socket_errors: 0,
                     },
                     envoy_busy_percent: 100.0,
+                    envoy_cpu_busy_percent: 100.0,
+                    load_cpu_busy_percent: 50.0,
+                    envoy_us_per_request: 1e6 / rps,
                 })
                 .collect()
         };
@@ -625,6 +738,7 @@ Transfer/sec:      2.58MB
         let bare = runs(&[10_000.0, 5_000.0, 10_000.0]);
         let variant = runs(&[9_000.0, 4_500.0, 9_000.0]);
         assert!((paired_ratio(&variant, &bare) - 0.9).abs() < 1e-9);
+        assert!((paired_cpu_ratio(&variant, &bare) - 0.9).abs() < 1e-9);
         assert_eq!(median(&mut [3.0, 1.0, 2.0, 10.0]), 2.5);
     }
 

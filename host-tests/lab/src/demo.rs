@@ -6,7 +6,9 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use envoy_configs::{Bootstrap, Cluster, Listener, Route, Thresholds, WasmFilter};
+use envoy_configs::{
+    Bootstrap, Cluster, Listener, Route, Thresholds, TrafficDirection, WasmFilter,
+};
 use mesh_catalog::{Demo, Module, ModuleError};
 use mesh_envoy_harness::EnvoyProcess;
 
@@ -42,7 +44,8 @@ pub struct DemoSidecar {
 /// in front of `upstream`, listening on `port` with admin on `admin_port`. Fails when a module is not
 /// built or older than its sources.
 pub fn sidecar(port: u16, admin_port: u16, upstream: SocketAddr) -> Result<DemoSidecar, DemoError> {
-    let mut listener = Listener::http(INGRESS, port);
+    // Inbound, so the drain signal's `/drain_listeners?inboundonly` drains it.
+    let mut listener = Listener::http(INGRESS, port).traffic_direction(TrafficDirection::Inbound);
     let mut composed = Vec::new();
     for module in mesh_catalog::filters() {
         let Some(demo) = &module.demo else {
@@ -63,10 +66,14 @@ pub fn sidecar(port: u16, admin_port: u16, upstream: SocketAddr) -> Result<DemoS
             .to_cluster("demo-service")
             .timeout(Duration::from_secs(15)),
     );
-    let bootstrap = Bootstrap::new(admin_port).listener(listener).cluster(
-        Cluster::static_cluster("demo-service", [upstream])
-            .circuit_breaker(Thresholds::unlimited()),
-    );
+    // `envoy_admin`: the drain signal's default admin cluster.
+    let bootstrap = Bootstrap::new(admin_port)
+        .listener(listener)
+        .cluster(
+            Cluster::static_cluster("demo-service", [upstream])
+                .circuit_breaker(Thresholds::unlimited()),
+        )
+        .admin_cluster("envoy_admin");
     Ok(DemoSidecar {
         bootstrap,
         composed,
@@ -125,7 +132,8 @@ mod tests {
             }
             if let Some(scenario) = module.scenario {
                 assert!(
-                    crate::scenario::NAMES.contains(&scenario),
+                    crate::scenario::NAMES.contains(&scenario)
+                        || scenario == crate::scenario::drain::NAME,
                     "{}: no scenario `{scenario}`",
                     module.crate_name
                 );

@@ -3,6 +3,7 @@
 //! - [`bench`]: the overhead benchmark (bare Envoy vs a pass-through wasm filter vs each module vs the suite).
 //! - [`demo`]: the local sidecar demo of `cargo xtask up`.
 //! - [`grpc_wire`]: a raw gRPC probe showing response headers and trailers as sent.
+//! - [`keepalive`]: keep-alive clients that reconnect when the server closes, and what they saw.
 //! - [`upstream`]: scriptable loopback upstreams (HTTP/1.1, HTTP/2, gRPC; capacity model, faults, counters).
 //! - [`scenario`]: named benchmarks (Envoy + upstream + load in phases, variants side by side).
 //! - [`load`]: an open-loop load generator with HDR latency histograms and a serializable report.
@@ -10,6 +11,7 @@
 pub mod bench;
 pub mod demo;
 pub mod grpc_wire;
+pub mod keepalive;
 pub mod load;
 pub mod scenario;
 pub mod upstream;

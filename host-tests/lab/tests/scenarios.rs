@@ -53,3 +53,34 @@ fn every_scenario_runs_end_to_end_in_a_smoke_run() {
         assert!(report.table().contains(name));
     }
 }
+
+#[test]
+fn the_drain_scenario_runs_end_to_end_in_a_smoke_run() {
+    let mode = RunMode::Smoke {
+        total: Duration::from_secs(2),
+    };
+    let drain = scenario::drain::drain();
+    let report = scenario::drain::run(&drain, mode).unwrap_or_else(|e| panic!("drain: {e}"));
+    assert!(report.smoke);
+    for variant in &drain.variants {
+        let row = report
+            .result(variant.name)
+            .unwrap_or_else(|| panic!("drain: no row for {}", variant.name));
+        assert!(row.served > 0, "{row:?}");
+        assert_eq!(
+            row.clients_closed, row.clients,
+            "every client is closed: {row:?}"
+        );
+    }
+    let missed = report.missed();
+    assert!(
+        missed.is_empty(),
+        "drain: directions missed in the smoke run: {missed:#?}\n{}",
+        report.table()
+    );
+    let out_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    report
+        .write_json(out_dir.path())
+        .unwrap_or_else(|e| panic!("drain: writing JSON: {e}"));
+    assert!(report.table().contains("drain-signal"));
+}

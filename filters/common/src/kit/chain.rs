@@ -13,14 +13,25 @@
 //! `config` is the filter's own configuration (default `{}`). An empty suite configuration runs
 //! no filter. Per stream the chain records the response ([`ResponseTracker`]) once for all its
 //! filters and ends each filter's stream exactly once with the [`Outcome`].
+//!
+//! Each filter sees the host through a [`MemberHost`] that notes the tokens of the HTTP callouts
+//! it dispatches, so a callout's response reaches the filter that dispatched it and no other. The
+//! tokens a stream's callouts left unanswered are forgotten when the stream ends (Envoy cancels
+//! them with the stream).
 
-use super::host::Host;
+use super::host::{Host, MetricKind};
 use super::response::{Outcome, ResponseTracker};
 use super::{configure_filter, Filter, Request, Setup, Verdict};
+use crate::clock::Timestamp;
 use crate::config::{ConfigError, Validate};
+use crate::error::HostError;
+use crate::grpc::GrpcStatus;
 use crate::headers::HeaderMapKind;
+use crate::shared::SharedStore;
 use serde::Deserialize;
 use std::any::Any;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// A configured filter, type-erased so one chain can hold several kinds.
@@ -93,6 +104,117 @@ impl<F: Filter> Member for Slot<F> {
 
     fn has_pending_work(&self) -> bool {
         self.0.has_pending_work()
+    }
+}
+
+/// The host as one filter of a chain sees it: every call goes to the chain's host, and the
+/// tokens of the callouts the filter dispatches are noted for the chain to route their responses.
+struct MemberHost<'a> {
+    host: &'a dyn Host,
+    dispatched: RefCell<Vec<u32>>,
+}
+
+impl<'a> MemberHost<'a> {
+    fn new(host: &'a dyn Host) -> Self {
+        MemberHost {
+            host,
+            dispatched: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The tokens of the callouts dispatched through this host.
+    fn into_dispatched(self) -> Vec<u32> {
+        self.dispatched.into_inner()
+    }
+}
+
+impl Host for MemberHost<'_> {
+    fn now(&self) -> Timestamp {
+        self.host.now()
+    }
+
+    fn header(&self, kind: HeaderMapKind, name: &str) -> Option<Vec<u8>> {
+        self.host.header(kind, name)
+    }
+
+    fn set_header(&self, kind: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.host.set_header(kind, name, value)
+    }
+
+    fn remove_header(&self, kind: HeaderMapKind, name: &str) -> Result<(), HostError> {
+        self.host.remove_header(kind, name)
+    }
+
+    fn clear_route_cache(&self) -> Result<(), HostError> {
+        self.host.clear_route_cache()
+    }
+
+    fn property(&self, path: &[&str]) -> Option<Vec<u8>> {
+        self.host.property(path)
+    }
+
+    fn shared_store(&self) -> &dyn SharedStore {
+        self.host.shared_store()
+    }
+
+    fn send_http_reply(
+        &self,
+        status: u32,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError> {
+        self.host.send_http_reply(status, headers, body)
+    }
+
+    fn send_grpc_reply(
+        &self,
+        status: GrpcStatus,
+        message: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(), HostError> {
+        self.host.send_grpc_reply(status, message, headers)
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
+        self.host.define_metric(kind, name)
+    }
+
+    fn increment_metric(&self, id: u32, delta: i64) {
+        self.host.increment_metric(id, delta);
+    }
+
+    fn record_metric(&self, id: u32, value: u64) {
+        self.host.record_metric(id, value);
+    }
+
+    fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
+        self.host.set_tick_period(period)
+    }
+
+    fn dispatch_http_call(
+        &self,
+        upstream: &str,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        let token = self
+            .host
+            .dispatch_http_call(upstream, headers, body, timeout)?;
+        self.dispatched.borrow_mut().push(token);
+        Ok(token)
+    }
+
+    fn http_call_response_header(&self, name: &str) -> Option<Vec<u8>> {
+        self.host.http_call_response_header(name)
+    }
+
+    fn http_call_response_headers(&self) -> Vec<(String, Vec<u8>)> {
+        self.host.http_call_response_headers()
+    }
+
+    fn http_call_response_body(&self) -> Vec<u8> {
+        self.host.http_call_response_body()
     }
 }
 
@@ -175,6 +297,8 @@ impl Validate for SuiteConfig {
 pub struct Chain {
     members: Vec<Box<dyn Member>>,
     tick: Option<Duration>,
+    /// The filter (index into `members`) that dispatched each unanswered callout.
+    callouts: HashMap<u32, usize>,
 }
 
 /// One stream's state in a chain: the response record and each filter's stream, for the
@@ -184,6 +308,8 @@ pub struct ChainStream {
     tracker: ResponseTracker,
     streams: Vec<Box<dyn Any>>,
     ended: bool,
+    /// Callouts dispatched while handling this stream (cancelled by Envoy when it ends).
+    callouts: Vec<u32>,
 }
 
 impl Chain {
@@ -202,6 +328,7 @@ impl Chain {
         Ok(Chain {
             members: vec![member],
             tick: setup.tick_period(),
+            callouts: HashMap::new(),
         })
     }
 
@@ -229,6 +356,7 @@ impl Chain {
         let mut chain = Chain {
             members: Vec::with_capacity(config.filters.len()),
             tick: None,
+            callouts: HashMap::new(),
         };
         for (index, section) in config.filters.iter().enumerate() {
             let Some(factory) = factories.iter().find(|f| f.name == section.filter) else {
@@ -265,9 +393,23 @@ impl Chain {
         self.tick
     }
 
-    /// Whether a filter still owes work to shared state.
+    /// Whether a filter still owes work to shared state or awaits a callout's response.
     pub fn has_pending_work(&self) -> bool {
-        self.members.iter().any(|member| member.has_pending_work())
+        !self.callouts.is_empty() || self.members.iter().any(|member| member.has_pending_work())
+    }
+
+    /// Notes that filter `index` dispatched the callouts `tokens` (while handling `stream`, if
+    /// given).
+    fn note_callouts(&mut self, index: usize, tokens: Vec<u32>, stream: Option<&mut ChainStream>) {
+        if tokens.is_empty() {
+            return;
+        }
+        for &token in &tokens {
+            self.callouts.insert(token, index);
+        }
+        if let Some(stream) = stream {
+            stream.callouts.extend(tokens);
+        }
     }
 
     /// The request headers: each filter in order, until one answers the request itself.
@@ -277,10 +419,15 @@ impl Chain {
         let request = Request {
             grpc: stream.tracker.is_grpc(),
         };
-        for member in &mut self.members {
+        for index in 0..self.members.len() {
+            let Some(member) = self.members.get_mut(index) else {
+                break;
+            };
             let mut member_stream = member.new_stream();
-            let verdict = member.on_request_headers(host, &request, member_stream.as_mut());
+            let member_host = MemberHost::new(host);
+            let verdict = member.on_request_headers(&member_host, &request, member_stream.as_mut());
             stream.streams.push(member_stream);
+            self.note_callouts(index, member_host.into_dispatched(), Some(stream));
             if verdict == Verdict::Replied {
                 stream.tracker.replied_locally();
                 return Verdict::Replied;
@@ -305,8 +452,15 @@ impl Chain {
             let grpc_status = host.header(response, "grpc-status");
             stream.tracker.grpc_status(grpc_status.as_deref());
         }
-        for (member, member_stream) in self.members.iter_mut().zip(&mut stream.streams) {
-            member.on_response_headers(host, member_stream.as_mut());
+        for index in 0..stream.streams.len().min(self.members.len()) {
+            let (Some(member), Some(member_stream)) =
+                (self.members.get_mut(index), stream.streams.get_mut(index))
+            else {
+                break;
+            };
+            let member_host = MemberHost::new(host);
+            member.on_response_headers(&member_host, member_stream.as_mut());
+            self.note_callouts(index, member_host.into_dispatched(), Some(stream));
         }
     }
 
@@ -324,8 +478,15 @@ impl Chain {
             let grpc_status = host.header(HeaderMapKind::ResponseTrailers, "grpc-status");
             stream.tracker.grpc_status(grpc_status.as_deref());
         }
-        for (member, member_stream) in self.members.iter_mut().zip(&mut stream.streams) {
-            member.on_response_trailers(host, member_stream.as_mut());
+        for index in 0..stream.streams.len().min(self.members.len()) {
+            let (Some(member), Some(member_stream)) =
+                (self.members.get_mut(index), stream.streams.get_mut(index))
+            else {
+                break;
+            };
+            let member_host = MemberHost::new(host);
+            member.on_response_trailers(&member_host, member_stream.as_mut());
+            self.note_callouts(index, member_host.into_dispatched(), Some(stream));
         }
     }
 
@@ -341,22 +502,60 @@ impl Chain {
         });
         let streams = std::mem::take(&mut stream.streams);
         for (member, member_stream) in self.members.iter_mut().zip(streams) {
-            member.on_stream_end(host, member_stream, outcome);
+            // Callouts dispatched now are cancelled with the stream: nothing to note.
+            member.on_stream_end(&MemberHost::new(host), member_stream, outcome);
+        }
+        for token in std::mem::take(&mut stream.callouts) {
+            self.callouts.remove(&token);
         }
     }
 
     /// The periodic tick, for every filter.
     pub fn on_tick(&mut self, host: &dyn Host) {
-        for member in &mut self.members {
-            member.on_tick(host);
+        for index in 0..self.members.len() {
+            let Some(member) = self.members.get_mut(index) else {
+                break;
+            };
+            let member_host = MemberHost::new(host);
+            member.on_tick(&member_host);
+            self.note_callouts(index, member_host.into_dispatched(), None);
         }
     }
 
-    /// An HTTP callout response, for every filter.
+    /// The response of callout `token` dispatched outside any stream (from a tick or another
+    /// such response), for the filter that dispatched it; a token this chain did not dispatch
+    /// is ignored (a module's root context serves several chains).
     pub fn on_http_call_response(&mut self, host: &dyn Host, token: u32) {
-        for member in &mut self.members {
-            member.on_http_call_response(host, token);
-        }
+        self.deliver_call_response(host, token, None);
+    }
+
+    /// The response of callout `token` dispatched while handling `stream`, for the filter that
+    /// dispatched it.
+    pub fn on_stream_http_call_response(
+        &mut self,
+        host: &dyn Host,
+        stream: &mut ChainStream,
+        token: u32,
+    ) {
+        stream.callouts.retain(|&pending| pending != token);
+        self.deliver_call_response(host, token, Some(stream));
+    }
+
+    fn deliver_call_response(
+        &mut self,
+        host: &dyn Host,
+        token: u32,
+        stream: Option<&mut ChainStream>,
+    ) {
+        let Some(index) = self.callouts.remove(&token) else {
+            return;
+        };
+        let Some(member) = self.members.get_mut(index) else {
+            return;
+        };
+        let member_host = MemberHost::new(host);
+        member.on_http_call_response(&member_host, token);
+        self.note_callouts(index, member_host.into_dispatched(), stream);
     }
 }
 
@@ -377,18 +576,38 @@ mod tests {
     use crate::kit::Counter;
     use serde::Deserialize;
 
-    /// A filter that counts what it sees and answers requests to `/reply` itself.
+    /// A filter that counts what it sees, answers requests to `/reply` itself and, with
+    /// `callouts`, dispatches one on every tick and on requests to `/call`.
     struct Probe {
         seen: Counter,
         ended: Counter,
         /// Ends by outcome: success, error, reset, local reply.
         outcomes: [Counter; 4],
+        callouts: bool,
+        /// Callout responses seen, and those whose token this probe dispatched.
+        answered: Counter,
+        answered_own: Counter,
+        /// The `:status` of the last callout response (0: failed).
+        answer_status: crate::kit::Gauge,
+        dispatched: Vec<u32>,
     }
 
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields, default)]
     struct ProbeConfig {
         positive: u32,
+        callouts: bool,
+    }
+
+    impl Probe {
+        fn call(&mut self, host: &dyn Host) {
+            let headers: [(&str, &[u8]); 3] =
+                [(":method", b"GET"), (":path", b"/"), (":authority", b"a")];
+            let token = host
+                .dispatch_http_call("cluster", &headers, b"", Duration::from_secs(1))
+                .unwrap();
+            self.dispatched.push(token);
+        }
     }
 
     impl Validate for ProbeConfig {
@@ -405,9 +624,14 @@ mod tests {
         type Config = ProbeConfig;
         type Stream = bool;
 
-        fn configure(_config: ProbeConfig, setup: &mut Setup<'_>) -> Result<Self, ConfigError> {
+        fn configure(config: ProbeConfig, setup: &mut Setup<'_>) -> Result<Self, ConfigError> {
             setup.tick_every(Duration::from_secs(1));
             Ok(Probe {
+                callouts: config.callouts,
+                answered: setup.counter("answered"),
+                answered_own: setup.counter("answered_own"),
+                answer_status: setup.gauge("answer_status"),
+                dispatched: Vec::new(),
                 seen: setup.counter("seen"),
                 ended: setup.counter("ended"),
                 outcomes: ["success", "error", "reset", "local_reply"]
@@ -423,15 +647,33 @@ mod tests {
         ) -> Verdict {
             self.seen.increment(host, 1);
             *stream = true;
-            if host
-                .header(HeaderMapKind::RequestHeaders, ":path")
-                .as_deref()
-                == Some(b"/reply")
-            {
+            let path = host.header(HeaderMapKind::RequestHeaders, ":path");
+            if path.as_deref() == Some(b"/reply") {
                 let _ = host.send_http_reply(429, &[], b"");
                 return Verdict::Replied;
             }
+            if self.callouts && path.as_deref() == Some(b"/call") {
+                self.call(host);
+            }
             Verdict::Continue
+        }
+
+        fn on_tick(&mut self, host: &dyn Host) {
+            if self.callouts {
+                self.call(host);
+            }
+        }
+
+        fn on_http_call_response(&mut self, host: &dyn Host, token: u32) {
+            self.answered.increment(host, 1);
+            if self.dispatched.contains(&token) {
+                self.answered_own.increment(host, 1);
+            }
+            let status = host.http_call_response_header(":status");
+            let status = status
+                .and_then(|status| std::str::from_utf8(&status).ok()?.parse().ok())
+                .unwrap_or(0);
+            self.answer_status.set(host, status);
         }
 
         fn on_stream_end(&mut self, host: &dyn Host, stream: bool, outcome: Outcome) {
@@ -569,6 +811,71 @@ mod tests {
         chain.on_stream_end(&host, &mut reset);
         assert_eq!(host.counter("mesh.probe.reset"), 1);
         assert_eq!(host.counter("mesh.probe.ended"), 4);
+    }
+
+    #[test]
+    fn a_callout_response_reaches_only_the_filter_that_dispatched_it() {
+        let host = FakeHost::new();
+        let mut chain = suite(
+            &host,
+            r#"{"filters":[{"filter":"probe","config":{"positive":1}},{"filter":"probe","name":"caller","config":{"positive":1,"callouts":true}}]}"#,
+        )
+        .unwrap();
+        chain.on_tick(&host);
+        let calls = host.dispatched_calls();
+        assert_eq!(calls.len(), 1);
+        assert!(
+            chain.has_pending_work(),
+            "an unanswered callout is pending work"
+        );
+        host.set_http_call_response(&[(":status", "204")], b"");
+        chain.on_http_call_response(&host, calls[0].token);
+        assert_eq!(host.counter("mesh.probe.caller.answered_own"), 1);
+        assert_eq!(host.counter("mesh.probe.caller.answered"), 1);
+        assert_eq!(host.gauge("mesh.probe.caller.answer_status"), Some(204));
+        assert_eq!(host.counter("mesh.probe.answered"), 0);
+        assert!(!chain.has_pending_work());
+        // A token answered twice, or one this chain never dispatched, reaches nobody.
+        chain.on_http_call_response(&host, calls[0].token);
+        chain.on_http_call_response(&host, 999);
+        assert_eq!(host.counter("mesh.probe.caller.answered"), 1);
+        // A failed callout has no headers.
+        chain.on_tick(&host);
+        host.set_http_call_failure();
+        chain.on_http_call_response(&host, host.dispatched_calls()[1].token);
+        assert_eq!(host.gauge("mesh.probe.caller.answer_status"), Some(0));
+    }
+
+    #[test]
+    fn a_streams_callouts_are_answered_on_it_and_forgotten_when_it_ends() {
+        let host = FakeHost::new();
+        let mut chain = Chain::standalone(
+            MemberFactory::of::<Probe>(),
+            Some(br#"{"positive":1,"callouts":true}"#),
+            &host,
+            "probe",
+        )
+        .unwrap();
+        host.set_request_headers(&[(":path", "/call")]);
+        let mut answered = ChainStream::default();
+        chain.on_request_headers(&host, &mut answered);
+        let mut cancelled = ChainStream::default();
+        chain.on_request_headers(&host, &mut cancelled);
+        let calls = host.dispatched_calls();
+        assert_eq!(calls.len(), 2);
+        host.set_http_call_response(&[(":status", "200")], b"");
+        chain.on_stream_http_call_response(&host, &mut answered, calls[0].token);
+        assert_eq!(host.counter("mesh.probe.answered_own"), 1);
+        chain.on_stream_end(&host, &mut answered);
+        assert!(
+            chain.has_pending_work(),
+            "the second stream's callout is unanswered"
+        );
+        // Envoy cancels a stream's callouts when it ends: the chain forgets them.
+        chain.on_stream_end(&host, &mut cancelled);
+        assert!(!chain.has_pending_work());
+        chain.on_http_call_response(&host, calls[1].token);
+        assert_eq!(host.counter("mesh.probe.answered"), 1);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! [`FakeHost`]: an in-memory [`Host`] for native tests of a filter's worker logic: the current
 //! stream's header maps, properties, a settable clock, shared data with Envoy's CAS semantics and
-//! injectable CAS failures, recorded metrics, local replies and route-cache clears.
+//! injectable CAS failures, recorded metrics, local replies, route-cache clears and HTTP callouts
+//! (recorded when dispatched; the test sets the response and delivers it to the chain).
 
 use super::host::{Host, MetricKind};
 use crate::clock::Timestamp;
@@ -29,6 +30,38 @@ pub struct SentReply {
 
 type HeaderList = Vec<(String, Vec<u8>)>;
 
+/// An HTTP callout a filter dispatched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchedCall {
+    /// The token returned to the filter.
+    pub token: u32,
+    /// The cluster it was sent to.
+    pub upstream: String,
+    /// Its headers, pseudo-headers included.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Its body.
+    pub body: Vec<u8>,
+    /// The timeout asked for.
+    pub timeout: Duration,
+}
+
+impl DispatchedCall {
+    /// The value of header `name` (case-insensitive), if sent.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_slice())
+    }
+}
+
+/// The response of the callout being answered.
+#[derive(Default)]
+struct CallResponse {
+    headers: HeaderList,
+    body: Vec<u8>,
+}
+
 /// An in-memory host. Header maps are those of "the current stream": tests set them before
 /// driving a stream step.
 #[derive(Default)]
@@ -42,6 +75,9 @@ pub struct FakeHost {
     replies: RefCell<Vec<SentReply>>,
     route_cache_clears: Cell<u32>,
     tick_period: Cell<Option<Duration>>,
+    calls: RefCell<Vec<DispatchedCall>>,
+    refused_clusters: RefCell<Vec<String>>,
+    call_response: RefCell<CallResponse>,
 }
 
 /// Shared data with Envoy's semantics and injectable CAS failures.
@@ -179,6 +215,11 @@ impl FakeHost {
         self.replies.borrow().clone()
     }
 
+    /// Takes the local replies sent so far, oldest first, leaving none.
+    pub fn take_replies(&self) -> Vec<SentReply> {
+        self.replies.take()
+    }
+
     /// How often the route cache was cleared.
     pub fn route_cache_clears(&self) -> u32 {
         self.route_cache_clears.get()
@@ -192,6 +233,35 @@ impl FakeHost {
     /// A header of map `kind` as the filter left it.
     pub fn header_of(&self, kind: HeaderMapKind, name: &str) -> Option<Vec<u8>> {
         self.header(kind, name)
+    }
+
+    /// Every HTTP callout dispatched so far, oldest first.
+    pub fn dispatched_calls(&self) -> Vec<DispatchedCall> {
+        self.calls.borrow().clone()
+    }
+
+    /// Makes dispatches to cluster `upstream` fail with `BadArgument`, as Envoy answers for a
+    /// cluster it does not know.
+    pub fn refuse_cluster(&self, upstream: &str) {
+        self.refused_clusters.borrow_mut().push(upstream.to_owned());
+    }
+
+    /// Sets the response the filter reads while a callout is answered: deliver it with the
+    /// chain's `on_http_call_response(host, token)`.
+    pub fn set_http_call_response(&self, headers: &[(&str, &str)], body: &[u8]) {
+        *self.call_response.borrow_mut() = CallResponse {
+            headers: headers
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec()))
+                .collect(),
+            body: body.to_vec(),
+        };
+    }
+
+    /// Makes the callout being answered a failure (reset, no healthy upstream, timeout): no
+    /// headers, no body, as Envoy reports it.
+    pub fn set_http_call_failure(&self) {
+        *self.call_response.borrow_mut() = CallResponse::default();
     }
 
     fn update_metric(&self, id: u32, f: impl FnOnce(&mut i64)) {
@@ -299,6 +369,52 @@ impl Host for FakeHost {
         self.tick_period.set(Some(period));
         Ok(())
     }
+
+    fn dispatch_http_call(
+        &self,
+        upstream: &str,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        let missing_pseudo = [":method", ":path", ":authority"]
+            .iter()
+            .any(|pseudo| headers.iter().all(|(name, _)| name != pseudo));
+        if missing_pseudo || self.refused_clusters.borrow().iter().any(|c| c == upstream) {
+            return Err(HostError::new("dispatch_http_call", Status::BadArgument));
+        }
+        let mut calls = self.calls.borrow_mut();
+        let token = u32::try_from(calls.len() + 1)
+            .map_err(|_| HostError::new("dispatch_http_call", Status::InternalFailure))?;
+        calls.push(DispatchedCall {
+            token,
+            upstream: upstream.to_owned(),
+            headers: headers
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.to_vec()))
+                .collect(),
+            body: body.to_vec(),
+            timeout: timeout.min(crate::callout::MAX_TIMEOUT),
+        });
+        Ok(token)
+    }
+
+    fn http_call_response_header(&self, name: &str) -> Option<Vec<u8>> {
+        let response = self.call_response.borrow();
+        response
+            .headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.clone())
+    }
+
+    fn http_call_response_headers(&self) -> Vec<(String, Vec<u8>)> {
+        self.call_response.borrow().headers.clone()
+    }
+
+    fn http_call_response_body(&self) -> Vec<u8> {
+        self.call_response.borrow().body.clone()
+    }
 }
 
 fn owned(headers: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -335,6 +451,46 @@ mod tests {
         host.increment_metric(a, 2);
         host.increment_metric(b, 3);
         assert_eq!(host.counter("mesh.f.c"), 5);
+    }
+
+    #[test]
+    fn callouts_are_recorded_and_answered_as_the_test_says() {
+        let host = FakeHost::new();
+        let headers: [(&str, &[u8]); 3] = [
+            (":method", b"POST"),
+            (":path", b"/x"),
+            (":authority", b"admin"),
+        ];
+        let first = host
+            .dispatch_http_call("admin", &headers, b"", Duration::from_secs(5))
+            .unwrap();
+        let second = host
+            .dispatch_http_call("admin", &headers, b"body", Duration::MAX)
+            .unwrap();
+        assert_ne!(first, second);
+        let calls = host.dispatched_calls();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].header(":PATH"), Some(&b"/x"[..]));
+        assert_eq!(calls[1].body, b"body");
+        assert_eq!(calls[1].timeout, crate::callout::MAX_TIMEOUT);
+
+        host.refuse_cluster("missing");
+        let refused = host.dispatch_http_call("missing", &headers, b"", Duration::from_secs(1));
+        assert_eq!(refused.unwrap_err().status(), Status::BadArgument);
+        let no_path = host.dispatch_http_call("admin", &headers[..1], b"", Duration::from_secs(1));
+        assert!(no_path.is_err());
+        assert_eq!(host.dispatched_calls().len(), 2);
+
+        host.set_http_call_response(&[(":status", "200"), ("x-a", "b")], b"ok");
+        assert_eq!(
+            host.http_call_response_header(":status"),
+            Some(b"200".to_vec())
+        );
+        assert_eq!(host.http_call_response_headers().len(), 2);
+        assert_eq!(host.http_call_response_body(), b"ok");
+        host.set_http_call_failure();
+        assert_eq!(host.http_call_response_header(":status"), None);
+        assert!(host.http_call_response_body().is_empty());
     }
 
     #[test]

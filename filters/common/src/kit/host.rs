@@ -76,6 +76,32 @@ pub trait Host {
 
     /// Sets the root context's tick period.
     fn set_tick_period(&self, period: Duration) -> Result<(), HostError>;
+
+    /// Sends an HTTP request to Envoy cluster `upstream` (an HTTP callout): `headers` must
+    /// include `:method`, `:path` and `:authority`; an empty `body` sends none; `timeout` is
+    /// capped at [`MAX_TIMEOUT`](crate::callout::MAX_TIMEOUT). Returns the callout's token: the
+    /// kit hands its response (or failure) to the dispatching filter's
+    /// [`on_http_call_response`](super::Filter::on_http_call_response). Envoy refuses an unknown
+    /// cluster or missing pseudo-headers with `BadArgument`. A callout dispatched while handling
+    /// a stream is cancelled when that stream ends; one dispatched from a tick always answers.
+    fn dispatch_http_call(
+        &self,
+        upstream: &str,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError>;
+
+    /// Response header `name` (e.g. `:status`) of the callout being answered; `None` when
+    /// absent, when the callout failed (it has no headers) or outside
+    /// [`on_http_call_response`](super::Filter::on_http_call_response).
+    fn http_call_response_header(&self, name: &str) -> Option<Vec<u8>>;
+
+    /// Every response header of the callout being answered, in order (empty when it failed).
+    fn http_call_response_headers(&self) -> Vec<(String, Vec<u8>)>;
+
+    /// The response body of the callout being answered (empty when it had none or failed).
+    fn http_call_response_body(&self) -> Vec<u8>;
 }
 
 /// Defines a stat, logging (never panicking) when the host refuses it.

@@ -100,8 +100,10 @@ pub trait Filter: Sized + 'static {
     /// The periodic tick (at the shortest period any filter of the chain asked for).
     fn on_tick(&mut self, _host: &dyn Host) {}
 
-    /// An HTTP callout answered (or failed: no headers, `:status` absent). Every filter of the
-    /// chain sees every callout response; a filter ignores tokens it did not dispatch.
+    /// An HTTP callout this filter dispatched ([`Host::dispatch_http_call`]) answered, or failed
+    /// (no headers: `:status` absent). Its response is readable through `host`
+    /// ([`Host::http_call_response_header`], [`Host::http_call_response_body`]). Only the filter
+    /// that dispatched a callout sees its response.
     fn on_http_call_response(&mut self, _host: &dyn Host, _token: u32) {}
 
     /// Whether this worker state still owes work to shared state (e.g. a deferred update), so

@@ -9,6 +9,7 @@
 use super::chain::{Chain, ChainStream, MemberFactory};
 use super::host::{Host, MetricKind};
 use super::{Filter, Verdict};
+use crate::callout;
 use crate::clock::{Clock, HostClock, Timestamp};
 use crate::error::HostError;
 use crate::ffi;
@@ -104,6 +105,42 @@ impl Host for WasmHost {
 
     fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
         crate::clock::set_tick_period(period)
+    }
+
+    fn dispatch_http_call(
+        &self,
+        upstream: &str,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        let body = (!body.is_empty()).then_some(body);
+        callout::dispatch_http_call(upstream, headers, body, &[], timeout)
+    }
+
+    fn http_call_response_header(&self, name: &str) -> Option<Vec<u8>> {
+        callout::response_header(name).unwrap_or_else(|err| {
+            log::debug!("cannot read callout response header {name}: {err}");
+            None
+        })
+    }
+
+    fn http_call_response_headers(&self) -> Vec<(String, Vec<u8>)> {
+        callout::response_headers().unwrap_or_else(|err| {
+            log::debug!("cannot read callout response headers: {err}");
+            Vec::new()
+        })
+    }
+
+    fn http_call_response_body(&self) -> Vec<u8> {
+        // The host copies at most the body's size, whatever the limit asked for.
+        match callout::response_body(usize::MAX) {
+            Ok(body) => body.unwrap_or_default(),
+            Err(err) => {
+                log::debug!("cannot read callout response body: {err}");
+                Vec::new()
+            }
+        }
     }
 }
 
@@ -277,7 +314,7 @@ impl Context for KitStream {
         _body: usize,
         _trailers: usize,
     ) {
-        self.with(|chain, _| chain.on_http_call_response(&WasmHost, token));
+        self.with(|chain, stream| chain.on_stream_http_call_response(&WasmHost, stream, token));
     }
 
     fn on_done(&mut self) -> bool {

@@ -104,6 +104,8 @@ fn main() -> ExitCode {
 fn run_scenarios(name: &str, smoke: bool) -> Result<(), String> {
     let scenarios = if name == "all" {
         scenario::catalog()
+    } else if name == scenario::drain::NAME {
+        Vec::new()
     } else {
         vec![scenario::by_name(name)
             .ok_or_else(|| scenario::ScenarioError::Unknown(name.to_owned()).to_string())?]
@@ -116,6 +118,19 @@ fn run_scenarios(name: &str, smoke: bool) -> Result<(), String> {
         RunMode::Full
     };
     let out_dir = mesh_catalog::target_dir().join("scenarios");
+    if name == scenario::drain::NAME || name == "all" {
+        eprintln!("lab: running scenario `{}` ...", scenario::drain::NAME);
+        let report = scenario::drain::run(&scenario::drain::drain(), mode)
+            .map_err(|e| format!("scenario `{}`: {e}", scenario::drain::NAME))?;
+        println!("{}", report.table());
+        let path = report
+            .write_json(&out_dir)
+            .map_err(|e| format!("writing {}: {e}", out_dir.display()))?;
+        println!("JSON: {}\n", path.display());
+        if name != "all" {
+            return Ok(());
+        }
+    }
     for s in &scenarios {
         eprintln!("lab: running scenario `{}` ...", s.name);
         let report = scenario::run(s, mode).map_err(|e| format!("scenario `{}`: {e}", s.name))?;

@@ -1,0 +1,397 @@
+//! A [`ServiceSpec`] rendered into a sidecar [`Bootstrap`]: the ingress and egress listeners with
+//! the spec's filters in chain order, a cluster per dependency, and the mesh's defaults (see the
+//! README's "The rendered sidecar" for the reason behind each).
+
+use super::chain::{on_both_sides, Side, Slot, CHAIN};
+use super::spec::{FilterSection, Protocol, ServiceSpec, SpecError};
+use crate::{
+    Bootstrap, Cluster, FailurePolicy, Listener, OverloadManager, RetryPolicy, Route, StatsConfig,
+    StringMatcher, Thresholds, UpstreamHttpProtocol, VirtualHost, WasmFilter,
+};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where Dockerfile.envoy puts the modules: the default `--wasm-dir`.
+pub const DEFAULT_WASM_DIR: &str = "/etc/envoy/wasm";
+/// The VM id of every mesh plugin: Envoy scopes shared data by VM id, so every mesh filter's
+/// instances (and both listeners' suite plugins, which then share one VM per worker) see the same
+/// shared data; keys are namespaced per filter and instance (`mesh/<filter>.<instance>/…`).
+pub const MESH_VM_ID: &str = "mesh";
+/// The cluster of the local app.
+pub const APP_CLUSTER: &str = "local_app";
+/// The cluster pointing at this Envoy's admin interface (drain-signal calls `/drain_listeners`
+/// through it; the name is drain-signal's default `admin_cluster`).
+pub const ADMIN_CLUSTER: &str = "envoy_admin";
+/// The listener exposing only the admin interface's Prometheus endpoint to scrapers.
+pub const PROMETHEUS_LISTENER: &str = "prometheus";
+/// Envoy's Prometheus endpoint (admin), the only path the `prometheus` listener serves.
+pub const PROMETHEUS_PATH: &str = "/stats/prometheus";
+/// The suite module's file.
+const SUITE_MODULE: &str = "mesh_suite.wasm";
+
+/// How the filters are packaged into wasm plugins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Modules {
+    /// One `mesh_suite.wasm` plugin per listener running its filters in order (the default: one
+    /// VM, one filter-chain hop and one HTTP context per request instead of one per filter).
+    #[default]
+    Suite,
+    /// One plugin per filter, each its own module.
+    Separate,
+}
+
+/// Render settings that are not the service's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Directory holding the `.wasm` modules, as the sidecar sees it.
+    pub wasm_dir: PathBuf,
+    /// Suite or separate modules.
+    pub modules: Modules,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        Self {
+            wasm_dir: PathBuf::from(DEFAULT_WASM_DIR),
+            modules: Modules::Suite,
+        }
+    }
+}
+
+/// One wasm plugin of the rendered sidecar.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plugin {
+    /// Plugin (and root) name.
+    pub name: String,
+    /// Its listener.
+    pub side: Side,
+    /// The module file it runs.
+    pub module: &'static str,
+    /// The filters it runs, in order.
+    pub filters: Vec<&'static Slot>,
+    /// What requests get while its VM is dead.
+    pub failure_policy: FailurePolicy,
+    /// Why.
+    pub failure_reason: String,
+}
+
+/// The rendered sidecar and what the renderer decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rendered {
+    /// The bootstrap (run it with `--drain-strategy immediate`).
+    pub bootstrap: Bootstrap,
+    /// The wasm plugins, ingress first, each listener's in request order.
+    pub plugins: Vec<Plugin>,
+    /// Filters of the spec left out or changed in packaging, each with the reason.
+    pub notes: Vec<String>,
+}
+
+/// A filter of the spec that can run: its slot and its configuration.
+struct Placed<'a> {
+    slot: &'static Slot,
+    section: &'a FilterSection,
+    module: &'static str,
+    in_suite: bool,
+}
+
+/// Renders `spec` into a sidecar bootstrap.
+pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, SpecError> {
+    let sections = spec.filters.sections()?;
+    let mut notes = Vec::new();
+    let suite_filters: Vec<&'static str> = mesh_suite::factories()
+        .iter()
+        .map(|factory| factory.name())
+        .collect();
+    let mut placed = Vec::new();
+    for section in &sections {
+        let module = match mesh_catalog::module(section.filter) {
+            Ok(module) if module.kind == mesh_catalog::Kind::Filter => module,
+            _ => {
+                notes.push(format!(
+                    "`{}`: {} left out: it has no module in the catalog (filters/catalog) yet, so the \
+                     sidecar runs without it",
+                    section.field, section.filter
+                ));
+                continue;
+            }
+        };
+        if !section.checked {
+            notes.push(format!(
+                "`{}`: passed to {} as written; only its module checks it (run `mesh-bootstrap validate`)",
+                section.field, section.filter
+            ));
+        }
+        let in_suite = suite_filters.contains(&section.filter);
+        let slots = CHAIN.iter().filter(|slot| {
+            slot.filter == section.filter && section.side.is_none_or(|side| side == slot.side)
+        });
+        for slot in slots {
+            placed.push(Placed {
+                slot,
+                section,
+                module: module.file_name,
+                in_suite,
+            });
+        }
+    }
+    // Chain order, whatever the spec's order.
+    placed.sort_by_key(|p| CHAIN.iter().position(|slot| std::ptr::eq(slot, p.slot)));
+
+    let mut plugins = Vec::new();
+    let mut ingress = Listener::http(Side::Ingress.as_str(), spec.ingress.port)
+        .address(SocketAddr::from((Ipv4Addr::UNSPECIFIED, spec.ingress.port)))
+        .max_connection_duration(Duration::from_secs(spec.ingress.max_connection_duration_s))
+        .max_concurrent_streams(spec.ingress.max_concurrent_streams)
+        .drain_timeout(Duration::from_millis(spec.drain.timeout_ms));
+    let mut egress = Listener::http(Side::Egress.as_str(), spec.egress.port);
+    for side in [Side::Ingress, Side::Egress] {
+        let on_side: Vec<&Placed> = placed.iter().filter(|p| p.slot.side == side).collect();
+        for (plugin, config) in package(&on_side, side, options.modules, &mut notes) {
+            let filter = WasmFilter::new(plugin.name.clone(), options.wasm_dir.join(plugin.module))
+                .vm_id(MESH_VM_ID)
+                .failure_policy(plugin.failure_policy)
+                .typed_configuration(&config)
+                .map_err(|err| SpecError {
+                    path: "filters".to_owned(),
+                    line: None,
+                    message: format!("cannot be written as JSON: {err}"),
+                })?;
+            match side {
+                Side::Ingress => ingress = ingress.wasm_filter(filter),
+                Side::Egress => egress = egress.wasm_filter(filter),
+            }
+            plugins.push(plugin);
+        }
+    }
+
+    ingress = ingress.route(
+        Route::prefix("/")
+            .to_cluster(APP_CLUSTER)
+            .timeout(Duration::from_millis(spec.app.timeout_ms)),
+    );
+    let mut bootstrap = Bootstrap::new(spec.admin.port)
+        .node(format!("{}-sidecar", spec.service), spec.service.clone())
+        .stats_config(stats_inclusion_list(spec))
+        .overload_manager(OverloadManager::protect_proxy(
+            spec.overload.max_heap_mb.saturating_mul(1 << 20),
+            spec.overload.max_downstream_connections,
+        ))
+        .admin_cluster(ADMIN_CLUSTER)
+        .cluster(
+            Cluster::static_cluster(
+                APP_CLUSTER,
+                [SocketAddr::from((Ipv4Addr::LOCALHOST, spec.app.port))],
+            )
+            .upstream_protocol(upstream_protocol(spec.app.protocol))
+            .circuit_breaker(Thresholds::unlimited()),
+        );
+    for dependency in &spec.dependencies {
+        let cluster = dependency_cluster(&dependency.name);
+        let domains = dependency.domains(spec.egress.port);
+        let mut route = Route::prefix("/")
+            .to_cluster(cluster.clone())
+            .timeout(Duration::from_millis(dependency.timeout_ms));
+        let retry = &dependency.retry;
+        if retry.retries > 0 {
+            let mut policy =
+                RetryPolicy::new(retry.on.iter().copied(), retry.retries).avoid_previous_hosts(3);
+            if let Some(per_try) = retry.per_try_timeout_ms {
+                policy = policy.per_try_timeout(Duration::from_millis(per_try));
+            }
+            route = route.retry_policy(policy);
+        }
+        egress = egress.virtual_host(
+            VirtualHost::new(dependency.name.clone(), domains)
+                .include_attempt_counts()
+                .route(route),
+        );
+        bootstrap = bootstrap.cluster(
+            Cluster::strict_dns(cluster, [(dependency.address.clone(), dependency.port)])
+                .upstream_protocol(upstream_protocol(dependency.protocol))
+                .max_connection_duration(Duration::from_secs(spec.egress.max_connection_duration_s))
+                .circuit_breaker(Thresholds::unlimited()),
+        );
+    }
+    let prometheus = Listener::http(PROMETHEUS_LISTENER, spec.admin.prometheus_port)
+        .address(SocketAddr::from((
+            Ipv4Addr::UNSPECIFIED,
+            spec.admin.prometheus_port,
+        )))
+        .route(Route::path(PROMETHEUS_PATH).to_cluster(ADMIN_CLUSTER));
+    let bootstrap = bootstrap
+        .listener(ingress)
+        .listener(egress)
+        .listener(prometheus);
+    Ok(Rendered {
+        bootstrap,
+        plugins,
+        notes,
+    })
+}
+
+/// The cluster of dependency `name`.
+pub fn dependency_cluster(name: &str) -> String {
+    format!("egress_{name}")
+}
+
+/// Packs one listener's placed filters into plugins with their configuration documents.
+fn package(
+    placed: &[&Placed],
+    side: Side,
+    modules: Modules,
+    notes: &mut Vec<String>,
+) -> Vec<(Plugin, serde_json::Value)> {
+    let mut plugins: Vec<(Plugin, serde_json::Value)> = Vec::new();
+    let mut suite_run: Vec<&Placed> = Vec::new();
+    let mut suites = 0;
+    let mut flush = |run: &mut Vec<&Placed>, plugins: &mut Vec<(Plugin, serde_json::Value)>| {
+        if run.is_empty() {
+            return;
+        }
+        suites += 1;
+        let name = match suites {
+            1 => format!("mesh-{}", side.as_str()),
+            n => format!("mesh-{}-{n}", side.as_str()),
+        };
+        let sections: Vec<serde_json::Value> = run
+            .iter()
+            .map(|p| {
+                let mut section =
+                    serde_json::json!({"filter": p.slot.filter, "config": p.section.config});
+                if on_both_sides(p.slot.filter) {
+                    section["name"] = instance_name(p.slot).into();
+                }
+                section
+            })
+            .collect();
+        let slots: Vec<&'static Slot> = run.iter().map(|p| p.slot).collect();
+        let (failure_policy, failure_reason) = suite_failure_policy(&slots);
+        plugins.push((
+            Plugin {
+                name,
+                side,
+                module: SUITE_MODULE,
+                filters: slots,
+                failure_policy,
+                failure_reason,
+            },
+            serde_json::json!({ "filters": sections }),
+        ));
+        run.clear();
+    };
+    for &p in placed {
+        if modules == Modules::Suite && p.in_suite {
+            suite_run.push(p);
+            continue;
+        }
+        flush(&mut suite_run, &mut plugins);
+        if modules == Modules::Suite {
+            notes.push(format!(
+                "{} runs as its own module on the {} listener: mesh_suite.wasm does not include it yet",
+                p.slot.filter,
+                side.as_str()
+            ));
+        }
+        plugins.push((
+            Plugin {
+                name: instance_name(p.slot),
+                side,
+                module: p.module,
+                filters: vec![p.slot],
+                failure_policy: p.slot.failure_policy,
+                failure_reason: p.slot.failure_reason.to_owned(),
+            },
+            p.section.config.clone(),
+        ));
+    }
+    flush(&mut suite_run, &mut plugins);
+    plugins
+}
+
+/// A filter instance's name: the filter's (so its metrics are `mesh.<filter>.*`), or the listener's
+/// when the filter runs on both (`mesh.<filter>.ingress.*` / `.egress.*`: the two roles keep apart
+/// metrics and shared data).
+fn instance_name(slot: &Slot) -> String {
+    if on_both_sides(slot.filter) {
+        slot.side.as_str().to_owned()
+    } else {
+        slot.filter.to_owned()
+    }
+}
+
+/// A suite plugin fails closed if any of its filters must (one VM serves them all), else open.
+fn suite_failure_policy(slots: &[&'static Slot]) -> (FailurePolicy, String) {
+    match slots
+        .iter()
+        .find(|slot| slot.failure_policy == FailurePolicy::FailClosed)
+    {
+        Some(strict) => (
+            FailurePolicy::FailClosed,
+            format!("{} requires it: {}", strict.filter, strict.failure_reason),
+        ),
+        None => (
+            FailurePolicy::FailOpen,
+            "every filter in it fails open: ".to_owned()
+                + &slots
+                    .iter()
+                    .map(|slot| format!("{}: {}", slot.filter, slot.failure_reason))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+        ),
+    }
+}
+
+fn upstream_protocol(protocol: Protocol) -> UpstreamHttpProtocol {
+    match protocol {
+        Protocol::Http1 => UpstreamHttpProtocol::Http1,
+        Protocol::Http2 | Protocol::Grpc => UpstreamHttpProtocol::Http2,
+    }
+}
+
+/// The stats that exist: request, connection and health stats of both listeners and every
+/// cluster of the spec, the mesh filters' metrics, and the proxy's own health. Everything else
+/// (per-listener, per-worker, per-codec detail) is never created.
+fn stats_inclusion_list(spec: &ServiceSpec) -> StatsConfig {
+    let mut prefixes: Vec<String> = Vec::new();
+    for side in [Side::Ingress, Side::Egress] {
+        prefixes.push(format!("http.{}.downstream_rq_", side.as_str()));
+        prefixes.push(format!("http.{}.downstream_cx_active", side.as_str()));
+    }
+    let clusters = std::iter::once(APP_CLUSTER.to_owned()).chain(
+        spec.dependencies
+            .iter()
+            .map(|d| dependency_cluster(&d.name)),
+    );
+    for cluster in clusters {
+        prefixes.push(format!("cluster.{cluster}.upstream_rq_"));
+        prefixes.push(format!("cluster.{cluster}.upstream_cx_connect_fail"));
+        prefixes.push(format!("cluster.{cluster}.membership_healthy"));
+    }
+    prefixes.extend(
+        [
+            "wasmcustom.mesh.",
+            "server.live",
+            "server.memory_allocated",
+            "server.uptime",
+            "overload.",
+        ]
+        .map(str::to_owned),
+    );
+    StatsConfig::inclusion_list(prefixes.into_iter().map(StringMatcher::Prefix))
+}
+
+/// Checks that every module `rendered` loads is built in this checkout and fresh, and returns
+/// their directory (`target/wasm32-wasip1/release`): what `mesh-bootstrap validate` loads.
+pub fn local_wasm_dir(rendered: &Rendered) -> Result<PathBuf, mesh_catalog::ModuleError> {
+    for plugin in &rendered.plugins {
+        if let Some(module) = mesh_catalog::MODULES
+            .iter()
+            .find(|module| module.file_name == plugin.module)
+        {
+            module.built()?;
+        }
+    }
+    let suite = mesh_catalog::module("mesh-suite")?.path();
+    Ok(suite.parent().map(Path::to_path_buf).unwrap_or_default())
+}

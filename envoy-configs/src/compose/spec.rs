@@ -1,0 +1,670 @@
+//! The service spec: what a platform team writes instead of Envoy config. Parsed from YAML or
+//! JSON with unknown fields rejected; every error names the field path (and, for YAML, the line).
+//! Filter sections are the filters' own config types, so a filter's config error surfaces here,
+//! before Envoy loads anything.
+
+use super::chain::Side;
+use crate::RetryOn;
+use load_shedder::config::ShedderConfig;
+use meshkit::config::Validate;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+
+/// One service's sidecar, as its team describes it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// The service's name (a DNS label): the node's cluster, dashboard and alert labels.
+    pub service: String,
+    /// The application container the sidecar fronts.
+    pub app: AppSpec,
+    /// The inbound listener.
+    #[serde(default)]
+    pub ingress: IngressSpec,
+    /// The outbound listener the app calls its dependencies through.
+    #[serde(default)]
+    pub egress: EgressSpec,
+    /// Envoy's admin interface (loopback only).
+    #[serde(default)]
+    pub admin: AdminSpec,
+    /// Shutdown behaviour.
+    #[serde(default)]
+    pub drain: DrainSpec,
+    /// Limits that protect the proxy itself.
+    #[serde(default)]
+    pub overload: OverloadSpec,
+    /// The mesh filters this service runs, each with the filter's own configuration.
+    #[serde(default)]
+    pub filters: FilterSpecs,
+    /// The services this one calls, each reached through the egress listener.
+    #[serde(default)]
+    pub dependencies: Vec<Dependency>,
+}
+
+/// The local application.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    /// Port the app listens on (on loopback, behind the sidecar).
+    pub port: u16,
+    /// What the app speaks.
+    pub protocol: Protocol,
+    /// Inbound request timeout, the route timeout of the ingress listener (default 15000).
+    #[serde(default = "default_app_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_app_timeout_ms() -> u64 {
+    15_000
+}
+
+/// An application protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 (cleartext, prior knowledge).
+    Http2,
+    /// gRPC (HTTP/2).
+    Grpc,
+}
+
+/// The inbound listener (binds all interfaces: other services call it).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressSpec {
+    /// Port (default 15006).
+    pub port: u16,
+    /// Streams one HTTP/2 client connection may carry at once (default 100).
+    pub max_concurrent_streams: u32,
+    /// Seconds after which a client connection is drained (default 300).
+    pub max_connection_duration_s: u64,
+}
+
+impl Default for IngressSpec {
+    fn default() -> Self {
+        Self {
+            port: 15006,
+            max_concurrent_streams: 100,
+            max_connection_duration_s: 300,
+        }
+    }
+}
+
+/// The outbound listener (loopback: only the app calls it).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressSpec {
+    /// Port (default 15001).
+    pub port: u16,
+    /// Seconds after which a connection to a dependency is retired (default 240, below the
+    /// servers' 300, so the client always closes first).
+    pub max_connection_duration_s: u64,
+}
+
+impl Default for EgressSpec {
+    fn default() -> Self {
+        Self {
+            port: 15001,
+            max_connection_duration_s: 240,
+        }
+    }
+}
+
+/// Envoy's admin interface.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSpec {
+    /// Port on 127.0.0.1 (default 9901).
+    pub port: u16,
+    /// Port on all interfaces serving only `/stats/prometheus` (default 15090), so Prometheus can
+    /// scrape the sidecar while the admin interface stays on loopback.
+    pub prometheus_port: u16,
+}
+
+impl Default for AdminSpec {
+    fn default() -> Self {
+        Self {
+            port: 9901,
+            prometheus_port: 15090,
+        }
+    }
+}
+
+/// Shutdown behaviour.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrainSpec {
+    /// How long a draining inbound connection may finish its requests after GOAWAY /
+    /// `connection: close` (default 5000).
+    pub timeout_ms: u64,
+}
+
+impl Default for DrainSpec {
+    fn default() -> Self {
+        Self { timeout_ms: 5000 }
+    }
+}
+
+/// Limits protecting the proxy itself (circuit breakers are off; the overload manager is on).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OverloadSpec {
+    /// Heap the sidecar may use, in MiB (default 1024).
+    pub max_heap_mb: u64,
+    /// Downstream connections over all listeners (default 50000).
+    pub max_downstream_connections: u64,
+}
+
+impl Default for OverloadSpec {
+    fn default() -> Self {
+        Self {
+            max_heap_mb: 1024,
+            max_downstream_connections: 50_000,
+        }
+    }
+}
+
+/// The mesh filters, one optional section each: absent (or `null`) leaves the filter out, `{}`
+/// runs it on its defaults. A filter joins the composer with its section here (its own config
+/// type), a line in [`FilterSpecs::sections`], and its place in [`super::chain::CHAIN`].
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterSpecs {
+    /// drain-signal: configuration passed through unchecked.
+    pub drain_signal: Option<Unchecked>,
+    /// load-shedder: `load_shedder::config::ShedderConfig`.
+    pub load_shedder: Option<Checked<ShedderConfig>>,
+    /// retry-budget: one configuration per role (`server`: ingress, `client`: egress), each
+    /// passed through unchecked with its `role` set by the composer.
+    pub retry_budget: Option<ByRole<Unchecked>>,
+    /// sandbox-router (planned; its sandboxes): configuration passed through unchecked.
+    pub sandbox_router: Option<Unchecked>,
+    /// entity-cache: configuration passed through unchecked.
+    pub entity_cache: Option<Unchecked>,
+}
+
+/// One configured filter section of a spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterSection {
+    /// The filter's name (its crate, catalog entry and suite section name).
+    pub filter: &'static str,
+    /// The spec field it was given in, e.g. `filters.load_shedder`.
+    pub field: &'static str,
+    /// The configuration the plugin receives.
+    pub config: serde_json::Value,
+    /// Whether the filter's own config type checked it (`false`: passed through as written).
+    pub checked: bool,
+    /// The listener it is for, when the filter has a section per listener (`None`: each of the
+    /// filter's listeners).
+    pub side: Option<Side>,
+}
+
+/// A filter configured per role: `server` on the ingress listener, `client` on the egress one.
+/// The composer sets each configuration's `role`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ByRole<T> {
+    /// The ingress (server role) instance; absent: none.
+    pub server: Option<T>,
+    /// The egress (client role) instance; absent: none.
+    pub client: Option<T>,
+}
+
+impl FilterSpecs {
+    /// The configured sections, each as the JSON its plugin receives.
+    pub fn sections(&self) -> Result<Vec<FilterSection>, SpecError> {
+        let mut sections = Vec::new();
+        section(
+            &mut sections,
+            "drain-signal",
+            "filters.drain_signal",
+            &self.drain_signal,
+        )?;
+        section(
+            &mut sections,
+            "load-shedder",
+            "filters.load_shedder",
+            &self.load_shedder,
+        )?;
+        if let Some(by_role) = &self.retry_budget {
+            by_role_sections(
+                &mut sections,
+                "retry-budget",
+                "filters.retry_budget",
+                by_role,
+            )?;
+        }
+        section(
+            &mut sections,
+            "sandbox-router",
+            "filters.sandbox_router",
+            &self.sandbox_router,
+        )?;
+        section(
+            &mut sections,
+            "entity-cache",
+            "filters.entity_cache",
+            &self.entity_cache,
+        )?;
+        Ok(sections)
+    }
+}
+
+fn section<T: FilterConfig>(
+    sections: &mut Vec<FilterSection>,
+    filter: &'static str,
+    field: &'static str,
+    config: &Option<T>,
+) -> Result<(), SpecError> {
+    if let Some(config) = config {
+        let value = serde_json::to_value(config).map_err(|err| SpecError {
+            path: field.to_owned(),
+            line: None,
+            message: format!("cannot be written as JSON: {err}"),
+        })?;
+        sections.push(FilterSection {
+            filter,
+            field,
+            config: value,
+            checked: T::CHECKED,
+            side: None,
+        });
+    }
+    Ok(())
+}
+
+impl<T> Default for ByRole<T> {
+    fn default() -> Self {
+        Self {
+            server: None,
+            client: None,
+        }
+    }
+}
+
+fn by_role_sections<T: FilterConfig>(
+    sections: &mut Vec<FilterSection>,
+    filter: &'static str,
+    field: &'static str,
+    by_role: &ByRole<T>,
+) -> Result<(), SpecError> {
+    let roles = [
+        ("server", Side::Ingress, &by_role.server),
+        ("client", Side::Egress, &by_role.client),
+    ];
+    for (role, side, config) in roles {
+        let start = sections.len();
+        section(sections, filter, field, config)?;
+        if let Some(added) = sections.get_mut(start) {
+            let path = format!("{field}.{role}");
+            let serde_json::Value::Object(object) = &mut added.config else {
+                return Err(invalid(&path, "must be a mapping"));
+            };
+            match object.get("role") {
+                Some(given) if given != role => {
+                    return Err(invalid(
+                        &format!("{path}.role"),
+                        format!("{given} contradicts the section: `{role}` (or leave it out)"),
+                    ));
+                }
+                _ => object.insert("role".to_owned(), role.into()),
+            };
+            added.side = Some(side);
+            added.field = match role {
+                "server" => "filters.retry_budget.server",
+                _ => "filters.retry_budget.client",
+            };
+        }
+    }
+    Ok(())
+}
+
+/// A filter section's type: serializes to the plugin's configuration.
+pub trait FilterConfig: Serialize {
+    /// Whether the filter's own config type checks it.
+    const CHECKED: bool;
+}
+
+/// Starts a [`Checked`] validation error: the field path inside the section follows, up to "`: ".
+const CHECKED_PATH_MARK: &str = "filter config field `";
+
+/// A filter's own configuration type, parsed and semantically validated (`Validate`) while the
+/// spec is read; it serializes as the plugin's JSON configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked<T>(pub T);
+
+impl<'de, T: Deserialize<'de> + Validate> Deserialize<'de> for Checked<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let config = T::deserialize(deserializer)?;
+        config.validate().map_err(|err| {
+            let got = if err.value.is_empty() {
+                String::new()
+            } else {
+                format!(" (got {})", err.value)
+            };
+            // `path`: message — `ServiceSpec::parse` appends the path to the section's.
+            serde::de::Error::custom(format!(
+                "{CHECKED_PATH_MARK}{}`: {}{got}",
+                err.path, err.message
+            ))
+        })?;
+        Ok(Self(config))
+    }
+}
+
+impl<T: Serialize> Serialize for Checked<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<T: Serialize> FilterConfig for Checked<T> {
+    const CHECKED: bool = true;
+}
+
+/// The configuration of a filter whose crate the composer does not link yet: any JSON value,
+/// handed to the module as written (the module checks it when it loads).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Unchecked(pub serde_json::Value);
+
+impl FilterConfig for Unchecked {
+    const CHECKED: bool = false;
+}
+
+/// A service this one calls.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dependency {
+    /// Name (a DNS label): the app calls it with `Host: <name>`; the cluster is `egress_<name>`.
+    pub name: String,
+    /// DNS name (or IP) of its endpoints, resolved STRICT_DNS.
+    pub address: String,
+    /// Its port.
+    pub port: u16,
+    /// What it speaks.
+    pub protocol: Protocol,
+    /// The timeout the app uses for these calls: the route's, so app and sidecar give up together
+    /// and report the same failure.
+    pub timeout_ms: u64,
+    /// Retries the sidecar makes.
+    #[serde(default)]
+    pub retry: RetrySpec,
+}
+
+impl Dependency {
+    /// The `Host` values that reach this dependency through the egress listener on `egress_port`:
+    /// its name and its address, each bare and with the port the caller would write.
+    pub fn domains(&self, egress_port: u16) -> Vec<String> {
+        let mut domains = vec![self.name.clone(), format!("{}:{egress_port}", self.name)];
+        for domain in [
+            self.address.clone(),
+            format!("{}:{}", self.address, self.port),
+        ] {
+            if !domains.contains(&domain) {
+                domains.push(domain);
+            }
+        }
+        domains
+    }
+}
+
+/// Retry policy of a dependency's route.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySpec {
+    /// Retries after the first attempt (default 1; at most 5).
+    pub retries: u32,
+    /// Conditions to retry on, Envoy's `retry_on` vocabulary (default: the failures where the
+    /// request never reached the app: `connect-failure`, `refused-stream`, `reset-before-request`).
+    pub on: Vec<RetryOn>,
+    /// Timeout of each attempt (default none: the whole timeout).
+    pub per_try_timeout_ms: Option<u64>,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            retries: 1,
+            on: vec![
+                RetryOn::ConnectFailure,
+                RetryOn::RefusedStream,
+                RetryOn::ResetBeforeRequest,
+            ],
+            per_try_timeout_ms: None,
+        }
+    }
+}
+
+/// Most retries a dependency may declare: more multiplies an outage (the seed's retry storm).
+pub const MAX_RETRIES: u32 = 5;
+
+/// A spec that cannot be used: where (field path, YAML line) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    /// Dotted field path, e.g. `dependencies[1].timeout_ms`, or `.` for the whole document.
+    pub path: String,
+    /// 1-based line in a YAML spec, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`", self.path)?;
+        if let Some(line) = self.line {
+            write!(f, " (line {line})")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+/// The format of a spec document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecFormat {
+    /// YAML (a superset of JSON; errors carry lines).
+    Yaml,
+    /// JSON.
+    Json,
+}
+
+impl SpecFormat {
+    /// JSON for a `.json` file name, YAML otherwise.
+    pub fn of_path(path: &std::path::Path) -> Self {
+        match path.extension().and_then(|ext| ext.to_str()) {
+            Some("json") => Self::Json,
+            _ => Self::Yaml,
+        }
+    }
+}
+
+impl ServiceSpec {
+    /// Parses and validates a spec.
+    pub fn parse(text: &str, format: SpecFormat) -> Result<Self, SpecError> {
+        let spec: Self = match format {
+            SpecFormat::Yaml => {
+                let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+                serde_path_to_error::deserialize(deserializer).map_err(|err| {
+                    let line = err.inner().location().map(|at| at.line());
+                    spec_error(err.path().to_string(), line, &err.inner().to_string())
+                })?
+            }
+            SpecFormat::Json => {
+                let mut deserializer = serde_json::Deserializer::from_str(text);
+                serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+                    let line = Some(err.inner().line()).filter(|&line| line > 0);
+                    spec_error(err.path().to_string(), line, &err.inner().to_string())
+                })?
+            }
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Rules across fields: names are DNS labels, ports distinct and non-zero, timeouts positive,
+    /// retries bounded.
+    fn validate(&self) -> Result<(), SpecError> {
+        dns_label("service", &self.service)?;
+        self.filters.sections()?;
+        let ports = [
+            ("app.port", self.app.port),
+            ("ingress.port", self.ingress.port),
+            ("egress.port", self.egress.port),
+            ("admin.port", self.admin.port),
+            ("admin.prometheus_port", self.admin.prometheus_port),
+        ];
+        for (index, &(path, port)) in ports.iter().enumerate() {
+            if port == 0 {
+                return Err(invalid(path, "must not be 0"));
+            }
+            if let Some((other, _)) = ports[..index].iter().find(|(_, p)| *p == port) {
+                return Err(invalid(path, format!("{port} is already `{other}`")));
+            }
+        }
+        positive("app.timeout_ms", self.app.timeout_ms)?;
+        positive("drain.timeout_ms", self.drain.timeout_ms)?;
+        positive(
+            "ingress.max_concurrent_streams",
+            self.ingress.max_concurrent_streams.into(),
+        )?;
+        positive(
+            "ingress.max_connection_duration_s",
+            self.ingress.max_connection_duration_s,
+        )?;
+        positive(
+            "egress.max_connection_duration_s",
+            self.egress.max_connection_duration_s,
+        )?;
+        positive("overload.max_heap_mb", self.overload.max_heap_mb)?;
+        positive(
+            "overload.max_downstream_connections",
+            self.overload.max_downstream_connections,
+        )?;
+        for (index, dependency) in self.dependencies.iter().enumerate() {
+            let at = |field: &str| format!("dependencies[{index}].{field}");
+            dns_label(&at("name"), &dependency.name)?;
+            if self.dependencies[..index]
+                .iter()
+                .any(|d| d.name == dependency.name)
+            {
+                return Err(invalid(
+                    &at("name"),
+                    format!("{:?} is declared twice", dependency.name),
+                ));
+            }
+            if dependency.address.is_empty() {
+                return Err(invalid(&at("address"), "must not be empty"));
+            }
+            if dependency.port == 0 {
+                return Err(invalid(&at("port"), "must not be 0"));
+            }
+            positive(&at("timeout_ms"), dependency.timeout_ms)?;
+            for domain in dependency.domains(self.egress.port) {
+                if let Some(other) = self.dependencies[..index]
+                    .iter()
+                    .find(|other| other.domains(self.egress.port).contains(&domain))
+                {
+                    return Err(invalid(
+                        &at("address"),
+                        format!(
+                            "Host {domain:?} would reach both {:?} and {:?}; give each dependency its own address",
+                            other.name, dependency.name
+                        ),
+                    ));
+                }
+            }
+            let retry = &dependency.retry;
+            if retry.retries > MAX_RETRIES {
+                return Err(invalid(
+                    &at("retry.retries"),
+                    format!(
+                        "{} is above {MAX_RETRIES}: retries multiply an outage",
+                        retry.retries
+                    ),
+                ));
+            }
+            if retry.retries > 0 && retry.on.is_empty() {
+                return Err(invalid(
+                    &at("retry.on"),
+                    "retries need at least one condition",
+                ));
+            }
+            if let Some(per_try) = retry.per_try_timeout_ms {
+                positive(&at("retry.per_try_timeout_ms"), per_try)?;
+                if per_try > dependency.timeout_ms {
+                    return Err(invalid(
+                        &at("retry.per_try_timeout_ms"),
+                        format!("{per_try} exceeds timeout_ms {}", dependency.timeout_ms),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid(path: &str, message: impl Into<String>) -> SpecError {
+    SpecError {
+        path: path.to_owned(),
+        line: None,
+        message: message.into(),
+    }
+}
+
+fn positive(path: &str, value: u64) -> Result<(), SpecError> {
+    if value == 0 {
+        Err(invalid(path, "must be > 0"))
+    } else {
+        Ok(())
+    }
+}
+
+/// A lowercase DNS label: it names clusters, stats and Kubernetes objects.
+fn dns_label(path: &str, name: &str) -> Result<(), SpecError> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(invalid(
+            path,
+            format!("{name:?} is not a DNS label (lowercase letters, digits and '-', at most 63)"),
+        ))
+    }
+}
+
+/// A parse error from the deserializer's `message`. serde_yaml_ng starts messages with the path
+/// and both parsers end them with "at line L column C"; path and line are reported apart, so the
+/// message drops them. A filter's semantic error ([`Checked`]) extends the path into its section.
+fn spec_error(mut path: String, line: Option<usize>, message: &str) -> SpecError {
+    let mut message = match message.find(" at line ") {
+        Some(at) => &message[..at],
+        None => message,
+    };
+    if let Some((prefix, rest)) = message.split_once(": ") {
+        if !prefix.contains(' ') && !prefix.contains('`') {
+            message = rest;
+        }
+    }
+    if let Some(inner) = message.strip_prefix(CHECKED_PATH_MARK) {
+        if let Some((field, rest)) = inner.split_once("`: ") {
+            path = format!("{path}.{field}");
+            message = rest;
+        }
+    }
+    SpecError {
+        path,
+        line,
+        message: message.to_owned(),
+    }
+}

@@ -1,0 +1,306 @@
+//! The composer's behaviour: spec errors name the field path and line, and the rendered sidecar
+//! carries the spec's filters in chain order with the mesh's defaults.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use envoy_configs::compose::render::{render, Modules, RenderOptions};
+use envoy_configs::compose::spec::{ServiceSpec, SpecError, SpecFormat};
+use serde_json::{json, Value};
+
+const MINIMAL: &str = "service: orders\napp:\n  port: 8080\n  protocol: http1\n";
+
+fn parse(yaml: &str) -> Result<ServiceSpec, SpecError> {
+    ServiceSpec::parse(yaml, SpecFormat::Yaml)
+}
+
+fn error(yaml: &str) -> SpecError {
+    parse(yaml).expect_err("the spec should be refused")
+}
+
+fn rendered(yaml: &str, modules: Modules) -> (Value, envoy_configs::compose::render::Rendered) {
+    let spec = parse(yaml).unwrap();
+    let options = RenderOptions {
+        modules,
+        ..RenderOptions::default()
+    };
+    let rendered = render(&spec, &options).unwrap();
+    (
+        serde_json::from_str(&rendered.bootstrap.to_json()).unwrap(),
+        rendered,
+    )
+}
+
+fn listener<'a>(bootstrap: &'a Value, name: &str) -> &'a Value {
+    bootstrap["static_resources"]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == name)
+        .unwrap()
+}
+
+fn hcm<'a>(bootstrap: &'a Value, name: &str) -> &'a Value {
+    &listener(bootstrap, name)["filter_chains"][0]["filters"][0]["typed_config"]
+}
+
+fn cluster<'a>(bootstrap: &'a Value, name: &str) -> &'a Value {
+    bootstrap["static_resources"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no cluster {name}"))
+}
+
+#[test]
+fn an_unknown_field_is_named_with_its_path_and_line() {
+    let err = error(&format!(
+        "{MINIMAL}dependencies:\n  - name: ledger\n    adress: ledger.svc\n"
+    ));
+    assert_eq!(err.path, "dependencies[0].adress");
+    assert_eq!(err.line, Some(7));
+    assert!(err.message.contains("unknown field `adress`"), "{err}");
+}
+
+#[test]
+fn a_filter_config_error_is_caught_by_the_filters_own_type() {
+    let err = error(&format!(
+        "{MINIMAL}filters:\n  load_shedder:\n    limit:\n      max_limt: 3\n"
+    ));
+    assert_eq!(err.path, "filters.load_shedder.limit.max_limt");
+    assert_eq!(err.line, Some(8));
+
+    let err = error(&format!(
+        "{MINIMAL}filters:\n  load_shedder:\n    limit:\n      min_limit: 0\n"
+    ));
+    assert_eq!(err.path, "filters.load_shedder.limit.min_limit");
+    assert!(err.message.contains("got 0"), "{err}");
+    assert!(err.line.is_some());
+}
+
+#[test]
+fn a_wrong_type_names_the_field_in_yaml_and_json() {
+    let err = error("service: orders\napp:\n  port: eighty\n  protocol: http1\n");
+    assert_eq!((err.path.as_str(), err.line), ("app.port", Some(3)));
+
+    let err = ServiceSpec::parse(
+        r#"{"service": "orders", "app": {"port": 80, "protocol": "h3"}}"#,
+        SpecFormat::Json,
+    )
+    .unwrap_err();
+    assert_eq!(err.path, "app.protocol");
+    assert!(err.message.contains("http1"), "lists the choices: {err}");
+}
+
+#[test]
+fn rules_across_fields_name_the_field() {
+    let clash = error(&format!("{MINIMAL}ingress:\n  port: 8080\n"));
+    assert_eq!(clash.path, "ingress.port");
+    assert!(clash.message.contains("app.port"), "{clash}");
+
+    let dep = |extra: &str| {
+        format!(
+            "{MINIMAL}dependencies:\n  - {{name: ledger, address: l, port: 1, protocol: grpc, timeout_ms: 100{extra}}}\n"
+        )
+    };
+    assert_eq!(
+        error(&dep(", retry: {retries: 6}")).path,
+        "dependencies[0].retry.retries"
+    );
+    assert_eq!(
+        error(&dep(", retry: {per_try_timeout_ms: 200}")).path,
+        "dependencies[0].retry.per_try_timeout_ms"
+    );
+    assert_eq!(
+        error(&format!(
+            "{}  - {{name: ledger, address: m, port: 2, protocol: grpc, timeout_ms: 1}}\n",
+            dep("")
+        ))
+        .path,
+        "dependencies[1].name"
+    );
+    assert_eq!(
+        error("service: Orders\napp: {port: 1, protocol: grpc}\n").path,
+        "service"
+    );
+}
+
+#[test]
+fn yaml_and_json_specs_are_the_same_spec() {
+    let yaml = parse(&format!(
+        "{MINIMAL}filters:\n  load_shedder: {{dry_run: true}}\n"
+    ))
+    .unwrap();
+    let json = ServiceSpec::parse(
+        r#"{"service": "orders", "app": {"port": 8080, "protocol": "http1"},
+            "filters": {"load_shedder": {"dry_run": true}}}"#,
+        SpecFormat::Json,
+    )
+    .unwrap();
+    assert_eq!(yaml, json);
+}
+
+#[test]
+fn the_suite_runs_the_spec_filters_and_filters_without_a_module_are_left_out_with_a_note() {
+    let (bootstrap, rendered) = rendered(
+        &format!("{MINIMAL}filters:\n  sandbox_router: {{}}\n  load_shedder: {{dry_run: true}}\n"),
+        Modules::Suite,
+    );
+    let filters = hcm(&bootstrap, "ingress")["http_filters"]
+        .as_array()
+        .unwrap();
+    assert_eq!(filters.len(), 2, "suite plugin, router");
+    let plugin = &filters[0]["typed_config"]["config"];
+    assert_eq!(plugin["name"], "mesh-ingress");
+    assert_eq!(plugin["vm_config"]["vm_id"], "mesh");
+    assert_eq!(plugin["failure_policy"], "FAIL_OPEN");
+    assert!(plugin["vm_config"]["code"]["local"]["filename"]
+        .as_str()
+        .unwrap()
+        .ends_with("/mesh_suite.wasm"));
+    let config: Value =
+        serde_json::from_str(plugin["configuration"]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(config["filters"][0]["filter"], "load-shedder");
+    assert_eq!(config["filters"][0]["config"]["dry_run"], true);
+    assert_eq!(config["filters"].as_array().unwrap().len(), 1);
+    assert_eq!(rendered.notes.len(), 1, "{:?}", rendered.notes);
+    assert!(rendered.notes[0].contains("filters.sandbox_router"));
+    assert!(rendered.notes[0].contains("left out"));
+    let egress = hcm(&bootstrap, "egress")["http_filters"]
+        .as_array()
+        .unwrap();
+    assert_eq!(egress.len(), 1, "router only");
+}
+
+#[test]
+fn a_filter_on_both_listeners_gets_one_instance_per_role() {
+    let (bootstrap, _) = rendered(
+        &format!("{MINIMAL}filters:\n  retry_budget: {{server: {{}}, client: {{ratio: 0.1}}}}\n"),
+        Modules::Suite,
+    );
+    for (listener, role) in [("ingress", "server"), ("egress", "client")] {
+        let plugin = &hcm(&bootstrap, listener)["http_filters"][0]["typed_config"]["config"];
+        let config: Value =
+            serde_json::from_str(plugin["configuration"]["value"].as_str().unwrap()).unwrap();
+        let section = &config["filters"][0];
+        assert_eq!(section["filter"], "retry-budget");
+        assert_eq!(section["name"], listener, "instances named per listener");
+        assert_eq!(section["config"]["role"], role);
+    }
+    let err = error(&format!(
+        "{MINIMAL}filters:\n  retry_budget: {{server: {{role: client}}}}\n"
+    ));
+    assert_eq!(err.path, "filters.retry_budget.server.role");
+}
+
+#[test]
+fn separate_modules_run_each_filter_as_its_own_plugin_named_after_it() {
+    let (bootstrap, rendered) = rendered(
+        &format!("{MINIMAL}filters:\n  load_shedder: {{}}\n"),
+        Modules::Separate,
+    );
+    let plugin = &hcm(&bootstrap, "ingress")["http_filters"][0]["typed_config"]["config"];
+    assert_eq!(plugin["name"], "load-shedder");
+    assert!(plugin["vm_config"]["code"]["local"]["filename"]
+        .as_str()
+        .unwrap()
+        .ends_with("/load_shedder.wasm"));
+    let config: Value =
+        serde_json::from_str(plugin["configuration"]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        config["limit"]["max_limit"], 1000,
+        "the typed defaults, written out"
+    );
+    assert!(rendered.notes.is_empty());
+}
+
+#[test]
+fn each_dependency_gets_a_strict_dns_cluster_and_a_route_with_its_timeout() {
+    let (bootstrap, _) = rendered(
+        &format!(
+            "{MINIMAL}dependencies:\n  - {{name: ledger, address: ledger.svc, port: 9000, protocol: grpc, timeout_ms: 800, retry: {{retries: 2, on: [unavailable]}}}}\n"
+        ),
+        Modules::Suite,
+    );
+    let ledger = cluster(&bootstrap, "egress_ledger");
+    assert_eq!(ledger["type"], "STRICT_DNS");
+    let options = &ledger["typed_extension_protocol_options"]
+        ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+    assert_eq!(
+        options["explicit_http_config"],
+        json!({"http2_protocol_options": {}})
+    );
+    assert_eq!(
+        options["common_http_protocol_options"]["max_connection_duration"],
+        "240s"
+    );
+    assert_eq!(
+        ledger["circuit_breakers"]["thresholds"][0]["max_requests"],
+        u64::from(u32::MAX)
+    );
+    let hosts = hcm(&bootstrap, "egress")["route_config"]["virtual_hosts"]
+        .as_array()
+        .unwrap();
+    let host = hosts.iter().find(|h| h["name"] == "ledger").unwrap();
+    assert_eq!(
+        host["domains"],
+        json!(["ledger", "ledger:15001", "ledger.svc", "ledger.svc:9000"])
+    );
+    assert_eq!(host["include_request_attempt_count"], true);
+    assert_eq!(host["include_attempt_count_in_response"], true);
+    let route = &host["routes"][0]["route"];
+    assert_eq!(route["timeout"], "0.800s");
+    assert_eq!(route["retry_policy"]["num_retries"], 2);
+    assert_eq!(route["retry_policy"]["retry_on"], "unavailable");
+}
+
+#[test]
+fn the_sidecar_carries_the_mesh_defaults() {
+    let (bootstrap, _) = rendered(MINIMAL, Modules::Suite);
+    let ingress = listener(&bootstrap, "ingress");
+    assert_eq!(ingress["address"]["socket_address"]["address"], "0.0.0.0");
+    assert_eq!(
+        listener(&bootstrap, "egress")["address"]["socket_address"]["address"],
+        "127.0.0.1"
+    );
+    let ingress_hcm = hcm(&bootstrap, "ingress");
+    assert_eq!(
+        ingress_hcm["common_http_protocol_options"]["max_connection_duration"],
+        "300s"
+    );
+    assert_eq!(
+        ingress_hcm["http2_protocol_options"]["max_concurrent_streams"],
+        100
+    );
+    assert_eq!(ingress_hcm["drain_timeout"], "5s");
+    assert_eq!(
+        ingress_hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"],
+        json!({"cluster": "local_app", "timeout": "15s"})
+    );
+    let prometheus = listener(&bootstrap, "prometheus");
+    assert_eq!(
+        prometheus["address"]["socket_address"],
+        json!({"address": "0.0.0.0", "port_value": 15090})
+    );
+    let prometheus_routes =
+        &hcm(&bootstrap, "prometheus")["route_config"]["virtual_hosts"][0]["routes"];
+    assert_eq!(
+        prometheus_routes,
+        &json!([{"match": {"path": "/stats/prometheus"}, "route": {"cluster": "envoy_admin"}}]),
+        "scrapers reach the stats and nothing else of the admin interface"
+    );
+    assert_eq!(cluster(&bootstrap, "envoy_admin")["type"], "STATIC");
+    assert_eq!(cluster(&bootstrap, "local_app")["type"], "STATIC");
+    assert!(
+        bootstrap["overload_manager"]["actions"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 2
+    );
+    let patterns = bootstrap["stats_config"]["stats_matcher"]["inclusion_list"]["patterns"]
+        .as_array()
+        .unwrap();
+    assert!(patterns.contains(&json!({"prefix": "wasmcustom.mesh."})));
+    assert!(patterns.contains(&json!({"prefix": "http.ingress.downstream_rq_"})));
+}

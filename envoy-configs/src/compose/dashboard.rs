@@ -42,6 +42,7 @@ fn filter_alerts(filter: &str) -> Option<FilterAlerts> {
         "retry-budget" => Some(retry_budget_alerts),
         "drain-signal" => Some(drain_signal_alerts),
         "sandbox-router" => Some(sandbox_router_alerts),
+        "entity-cache" => Some(entity_cache_alerts),
         _ => None,
     }
 }
@@ -224,6 +225,23 @@ fn drain_signal_alerts(service: &str) -> Vec<Alert> {
             "A sidecar of {service} started draining (failing health checks, then closing              connections) 10 minutes ago and is still running: its pod did not terminate. Check the              pod's preStop hook and termination grace period."
         ),
         firing_series: vec![(state, "2+0x20".to_owned())],
+    }]
+}
+
+fn entity_cache_alerts(service: &str) -> Vec<Alert> {
+    let opened = format!(r#"mesh_entity_cache_breaker_opened{{service="{service}"}}"#);
+    vec![Alert {
+        name: format!("{}EntityCacheDegraded", camel(service)),
+        expr: format!("sum(increase({opened}[10m])) > 0"),
+        for_minutes: 10,
+        severity: "ticket",
+        summary: format!("{service}: the entity cache keeps failing its calls"),
+        description: format!(
+            "For 10 minutes the breaker of an entity cache that {service} calls kept opening: its \
+             cacheable calls go to the origins instead, which carry the load the cache should take. \
+             Check the entity cache's health and the origins' load."
+        ),
+        firing_series: vec![(opened, "0+1x30".to_owned())],
     }]
 }
 

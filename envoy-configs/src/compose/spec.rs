@@ -181,7 +181,7 @@ pub struct FilterSpecs {
     pub retry_budget: Option<ByRole<Unchecked>>,
     /// sandbox-router (planned; its sandboxes): configuration passed through unchecked.
     pub sandbox_router: Option<Unchecked>,
-    /// entity-cache (planned; its rules): configuration passed through unchecked.
+    /// entity-cache: configuration passed through unchecked.
     pub entity_cache: Option<Unchecked>,
 }
 

@@ -140,6 +140,28 @@ pub const MODULES: &[Module] = &[
         bench_config: Some("{}"),
     },
     Module {
+        crate_name: "entity-cache",
+        crate_dir: "filters/entity-cache",
+        file_name: "entity_cache.wasm",
+        kind: Kind::Filter,
+        demo: Some(Demo {
+            // The demo has one upstream, so cache and origin are both the demo service's cluster
+            // names; the routing header the filter sets shows where a call would go.
+            config: r#"{"rules": [{"http_method": "GET", "path_prefix": "/items/", "cache_cluster": "entity-cache", "origin_cluster": "demo-service"}]}"#,
+            guide: &[
+                "entity-cache: GET /items/* are cacheable (the demo routes every call to the demo service; the counters show the decision):",
+                "  curl -s {ingress}/items/1 -o /dev/null; curl -s -H 'x-entity-cache: bypass' {ingress}/items/1 -o /dev/null",
+                "  curl -s {admin}/stats/prometheus | grep mesh_entity_cache",
+            ],
+        }),
+        scenario: None,
+        // Every GET is cacheable: each request is routed and its outcome recorded in the breaker
+        // (the bench's route ignores the routing header, so nothing is refused).
+        bench_config: Some(
+            r#"{"rules": [{"path_prefix": "/", "cache_cluster": "bench-cache", "origin_cluster": "bench-origin"}]}"#,
+        ),
+    },
+    Module {
         crate_name: "mesh-suite",
         crate_dir: "filters/suite",
         file_name: "mesh_suite.wasm",

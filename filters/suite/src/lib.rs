@@ -17,6 +17,7 @@ pub fn factories() -> Vec<MemberFactory> {
         MemberFactory::of::<retry_budget::RetryBudget>(),
         MemberFactory::of::<drain_signal::DrainSignal>(),
         MemberFactory::of::<sandbox_router::SandboxRouter>(),
+        MemberFactory::of::<entity_cache::EntityCache>(),
     ]
 }
 

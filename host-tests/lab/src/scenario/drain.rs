@@ -174,20 +174,12 @@ impl DrainReport {
     /// The expectations that must hold in this kind of run (all in a full run, the directions in
     /// a smoke run) and did not.
     pub fn missed(&self) -> Vec<&ExpectationResult> {
-        self.expectations
-            .iter()
-            .filter(|e| !e.holds && (e.in_smoke || !self.smoke))
-            .collect()
+        super::report::missed(&self.expectations, self.smoke)
     }
 
     /// A fixed-width table with the targets.
     pub fn table(&self) -> String {
-        let mut out = format!(
-            "scenario {}{}: {}\n",
-            self.name,
-            if self.smoke { " (smoke run)" } else { "" },
-            self.description
-        );
+        let mut out = super::report::heading(&self.name, self.smoke, &self.description);
         let _ = writeln!(
             out,
             "targets: every client closed <= {} ms after the trigger, 0 failed, first health 503 <= {} ms",
@@ -219,14 +211,7 @@ impl DrainReport {
                 format!("{}/{}", r.clients_closed, r.clients),
             );
         }
-        for e in &self.expectations {
-            let verdict = match (e.holds, e.in_smoke || !self.smoke) {
-                (true, _) => "held",
-                (false, true) => "MISSED",
-                (false, false) => "missed (smoke run)",
-            };
-            let _ = writeln!(out, "  [{verdict}] {}: {}", e.description, e.figures);
-        }
+        super::report::write_expectations(&mut out, &self.expectations, self.smoke);
         out
     }
 

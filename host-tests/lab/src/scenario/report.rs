@@ -54,6 +54,37 @@ fn success_percent(stats: &OutcomeStats) -> f64 {
     }
 }
 
+/// The expectations that must hold in this kind of run (all in a full run, the directions in a smoke
+/// run) and did not.
+pub(crate) fn missed(expectations: &[ExpectationResult], smoke: bool) -> Vec<&ExpectationResult> {
+    expectations
+        .iter()
+        .filter(|e| !e.holds && (e.in_smoke || !smoke))
+        .collect()
+}
+
+/// The first line of a scenario's table.
+pub(crate) fn heading(name: &str, smoke: bool, description: &str) -> String {
+    let smoke = if smoke { " (smoke run)" } else { "" };
+    format!("scenario {name}{smoke}: {description}\n")
+}
+
+/// One line per expectation: held, missed, or not applicable (a target in a smoke run).
+pub(crate) fn write_expectations(
+    out: &mut String,
+    expectations: &[ExpectationResult],
+    smoke: bool,
+) {
+    for e in expectations {
+        let verdict = match (e.holds, smoke && !e.in_smoke) {
+            (true, _) => "held",
+            (false, true) => "n/a (smoke)",
+            (false, false) => "MISSED",
+        };
+        let _ = writeln!(out, "  [{verdict}] {}: {}", e.description, e.figures);
+    }
+}
+
 /// How one expectation fared in a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExpectationResult {
@@ -109,21 +140,13 @@ impl ScenarioReport {
     /// The expectations that must hold in this kind of run (all in a full run, the directions in a smoke
     /// run) and did not.
     pub fn missed(&self) -> Vec<&ExpectationResult> {
-        self.expectations
-            .iter()
-            .filter(|e| !e.holds && (e.in_smoke || !self.smoke))
-            .collect()
+        missed(&self.expectations, self.smoke)
     }
 
     /// A fixed-width table: offered and achieved load, goodput, success, latency of successes, errors,
     /// success per request class; then each expectation, held or missed.
     pub fn table(&self) -> String {
-        let mut out = format!(
-            "scenario {}{}: {}\n",
-            self.name,
-            if self.smoke { " (smoke run)" } else { "" },
-            self.description
-        );
+        let mut out = heading(&self.name, self.smoke, &self.description);
         let _ = writeln!(
             out,
             "{:<28} {:<10} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6}",
@@ -169,14 +192,7 @@ impl ScenarioReport {
                 let _ = writeln!(out, "{:>40}{}", "", classes.join("  "));
             }
         }
-        for e in &self.expectations {
-            let verdict = match (e.holds, self.smoke && !e.in_smoke) {
-                (true, _) => "held",
-                (false, true) => "n/a (smoke)",
-                (false, false) => "MISSED",
-            };
-            let _ = writeln!(out, "  [{verdict}] {}: {}", e.description, e.figures);
-        }
+        write_expectations(&mut out, &self.expectations, self.smoke);
         out
     }
 

@@ -6,7 +6,7 @@
 //! - [`keepalive`]: keep-alive clients that reconnect when the server closes, and what they saw.
 //! - [`upstream`]: scriptable loopback upstreams (HTTP/1.1, HTTP/2, gRPC; capacity model, faults, counters).
 //! - [`scenario`]: named benchmarks (Envoy + upstream + load in phases, variants side by side).
-//! - [`load`]: an open-loop load generator with HDR latency histograms and a serializable report.
+//! - [`load`]: an open- or closed-loop load generator with HDR latency histograms and a serializable report.
 
 pub mod bench;
 pub mod demo;
@@ -15,3 +15,12 @@ pub mod keepalive;
 pub mod load;
 pub mod scenario;
 pub mod upstream;
+
+/// The lab's async runtime: two worker threads (the load generator and the upstreams share the
+/// machine with Envoy), timers and I/O enabled.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}

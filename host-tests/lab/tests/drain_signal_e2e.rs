@@ -40,11 +40,7 @@ fn stat(metric: &str) -> String {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    mesh_lab::runtime().unwrap()
 }
 
 /// Envoy (two workers, immediate drain strategy) with the drain signal on an inbound listener

@@ -86,11 +86,7 @@ for_each_module!(
 );
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    mesh_lab::runtime().unwrap()
 }
 
 /// Envoy with two workers and the shedder (configured with `config`, in `module`) in front of

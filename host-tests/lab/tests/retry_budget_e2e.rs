@@ -35,11 +35,7 @@ fn stat(metric: &str) -> String {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    mesh_lab::runtime().unwrap()
 }
 
 /// Envoy with two workers and the retry budget (configured with `config`) in front of cluster

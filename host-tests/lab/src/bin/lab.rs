@@ -155,11 +155,8 @@ fn overhead(options: &OverheadOptions) -> Result<(), String> {
 }
 
 fn up(port: u16, admin_port: u16) -> Result<(), String> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let runtime =
+        mesh_lab::runtime().map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let upstream = runtime
         .block_on(Upstream::start(UpstreamConfig {
             workers: 32,

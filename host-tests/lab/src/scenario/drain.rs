@@ -231,11 +231,7 @@ pub fn run(scenario: &DrainScenario, mode: RunMode) -> Result<DrainReport, Scena
         RunMode::Full => scenario.clone(),
         RunMode::Smoke { .. } => scenario.smoke(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(ScenarioError::Runtime)?;
+    let runtime = crate::runtime().map_err(ScenarioError::Runtime)?;
     let mut results = Vec::new();
     for variant in &scenario.variants {
         results.push(run_variant(&runtime, &scenario, variant)?);

@@ -378,11 +378,7 @@ pub enum ScenarioError {
 
 /// Runs `scenario` for every variant and phase and reports the results.
 pub fn run(scenario: &Scenario, mode: RunMode) -> Result<ScenarioReport, ScenarioError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(ScenarioError::Runtime)?;
+    let runtime = crate::runtime().map_err(ScenarioError::Runtime)?;
     let phase_count = scenario.variants.len() * scenario.phases.len();
     let mut results = Vec::with_capacity(phase_count);
     for variant in &scenario.variants {

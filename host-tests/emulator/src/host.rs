@@ -120,6 +120,16 @@ impl HostBuilder {
         self
     }
 
+    /// Starts with a configuration the module is expected to refuse: the error log lines it wrote
+    /// (they name the bad field), or why the start was not such a refusal.
+    pub fn start_rejected(self) -> Result<Vec<String>, String> {
+        match self.start() {
+            Err(EmulatorError::ConfigureRejected { errors, .. }) => Ok(errors),
+            Err(other) => Err(format!("unexpected error {other}")),
+            Ok(_) => Err("the configuration was accepted".to_owned()),
+        }
+    }
+
     /// Loads the module (compiled once per process), instantiates one VM per worker and runs,
     /// on each worker in order, `_initialize`, root context creation, `proxy_on_vm_start` and
     /// `proxy_on_configure`. A `false` from either callback or a trap is an `Err`.

@@ -7,9 +7,7 @@
 
 use std::time::Duration;
 
-use mesh_emulator::{
-    built_module, EmulatedHost, EmulatorError, HeaderMap, HostBuilder, HttpStream, Worker,
-};
+use mesh_emulator::{built_module, EmulatedHost, HeaderMap, HostBuilder, HttpStream, Worker};
 
 fn retry_budget() -> HostBuilder {
     EmulatedHost::builder(built_module("retry-budget").unwrap())
@@ -69,14 +67,14 @@ fn loads_with_an_empty_object_and_rejects_a_bad_configuration_naming_the_field()
         (r#"{"retry_header": "x-retry"}"#, "retry_header"),
         (r#"{"ttl_ms": 5}"#, "ttl_ms"),
     ] {
-        match retry_budget().plugin_config(config).start() {
-            Err(EmulatorError::ConfigureRejected { errors, .. }) => assert!(
-                errors.iter().any(|line| line.contains(field)),
-                "{config}: {errors:?}"
-            ),
-            Err(other) => panic!("{config}: unexpected error {other}"),
-            Ok(_) => panic!("{config} was accepted"),
-        }
+        let errors = retry_budget()
+            .plugin_config(config)
+            .start_rejected()
+            .unwrap_or_else(|why| panic!("{config}: {why}"));
+        assert!(
+            errors.iter().any(|line| line.contains(field)),
+            "{config}: {errors:?}"
+        );
     }
 }
 

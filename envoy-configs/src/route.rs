@@ -343,6 +343,18 @@ pub enum RetryOn {
     /// `unavailable`: gRPC status UNAVAILABLE in the response headers.
     #[serde(rename = "unavailable")]
     Unavailable,
+    /// `cancelled`: gRPC status CANCELLED in the response headers.
+    #[serde(rename = "cancelled")]
+    Cancelled,
+    /// `deadline-exceeded`: gRPC status DEADLINE_EXCEEDED in the response headers.
+    #[serde(rename = "deadline-exceeded")]
+    DeadlineExceeded,
+    /// `internal`: gRPC status INTERNAL in the response headers.
+    #[serde(rename = "internal")]
+    Internal,
+    /// `resource-exhausted`: gRPC status RESOURCE_EXHAUSTED in the response headers.
+    #[serde(rename = "resource-exhausted")]
+    ResourceExhausted,
 }
 
 impl RetryOn {
@@ -359,6 +371,10 @@ impl RetryOn {
             Self::RefusedStream => "refused-stream",
             Self::RetriableStatusCodes => "retriable-status-codes",
             Self::Unavailable => "unavailable",
+            Self::Cancelled => "cancelled",
+            Self::DeadlineExceeded => "deadline-exceeded",
+            Self::Internal => "internal",
+            Self::ResourceExhausted => "resource-exhausted",
         }
     }
 }

@@ -358,7 +358,8 @@ pub struct StretchResult {
     /// What the origin received.
     pub origin: UpstreamCounters,
     /// From the stretch's event until the sidecar steered away from the cache (kill) or back to
-    /// it (restart), in ms; `None`: not in the stretch.
+    /// it (restart: no longer steering away, and calls reach the cache), in ms; `None`: not in
+    /// the stretch.
     pub steered_after_ms: Option<u64>,
     /// The load generator's report.
     pub load: LoadReport,
@@ -507,10 +508,12 @@ fn run_variant(
         let done = AtomicBool::new(false);
         let (load, steered_at) = std::thread::scope(|scope| {
             let watcher = awaited.map(|away| {
-                let (envoy, done) = (&envoy, &done);
+                let (envoy, cache, done) = (&envoy, &cache, &done);
                 scope.spawn(move || {
                     while !done.load(Ordering::SeqCst) {
-                        if steered_away(envoy, steering) == Some(away) {
+                        // Back means the sidecar stopped steering away and calls reach the cache.
+                        let reached = away || cache.counters().received > cache_before.received;
+                        if reached && steered_away(envoy, steering) == Some(away) {
                             return Some(Instant::now());
                         }
                         std::thread::sleep(POLL_INTERVAL);

@@ -73,9 +73,7 @@ async fn get(
         message: "get".into(),
     });
     for (name, value) in metadata {
-        request
-            .metadata_mut()
-            .insert(*name, value.parse().unwrap());
+        request.metadata_mut().insert(*name, value.parse().unwrap());
     }
     Ok(client.get(request).await?.into_inner().upstream)
 }
@@ -90,9 +88,7 @@ async fn slow(
         delay_ms: 0,
     });
     for (name, value) in metadata {
-        request
-            .metadata_mut()
-            .insert(*name, value.parse().unwrap());
+        request.metadata_mut().insert(*name, value.parse().unwrap());
     }
     client.slow(request).await.unwrap().into_inner().upstream
 }
@@ -126,14 +122,21 @@ fn methods_route_spoofed_headers_are_ignored_and_an_error_in_trailers_opens_the_
         assert_eq!(runtime.block_on(slow(&mut client, &[])), "origin");
     }
     let bypass = [("x-entity-cache", "bypass")];
-    assert_eq!(runtime.block_on(get(&mut client, &bypass)).unwrap(), "origin");
+    assert_eq!(
+        runtime.block_on(get(&mut client, &bypass)).unwrap(),
+        "origin"
+    );
     // A client-sent routing header is removed first: a non-cacheable call naming the cache (or
     // its hosts) still goes to the origin.
     for spoofed in ["entity-cache", "entity-cache-hosts"] {
         let header = [(ROUTING_HEADER, spoofed)];
         assert_eq!(runtime.block_on(slow(&mut client, &header)), "origin");
     }
-    assert_eq!(received(), (5, 8), "non-cacheable calls never reach the cache");
+    assert_eq!(
+        received(),
+        (5, 8),
+        "non-cacheable calls never reach the cache"
+    );
     envoy
         .wait_for_stat(&stat("to_cache"), WAIT, |n| n == 5)
         .unwrap();

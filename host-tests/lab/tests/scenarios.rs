@@ -100,7 +100,12 @@ fn the_cache_failover_scenario_runs_end_to_end_in_a_smoke_run() {
             let row = report
                 .result(variant.name, stretch.name)
                 .unwrap_or_else(|| panic!("no row for {} / {}", variant.name, stretch.name));
-            assert!(row.sent > 0, "{} / {} sent nothing", variant.name, stretch.name);
+            assert!(
+                row.sent > 0,
+                "{} / {} sent nothing",
+                variant.name,
+                stretch.name
+            );
         }
     }
     let missed = report.missed();

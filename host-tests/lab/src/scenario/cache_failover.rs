@@ -117,7 +117,9 @@ pub fn egress_bootstrap(
     origin: SocketAddr,
 ) -> Result<Bootstrap, ModuleError> {
     let timeout = Duration::from_secs(10);
-    let to_origin = Route::prefix("/").to_cluster(ORIGIN_CLUSTER).timeout(timeout);
+    let to_origin = Route::prefix("/")
+        .to_cluster(ORIGIN_CLUSTER)
+        .timeout(timeout);
     let mut cache_hosts = Cluster::static_cluster(CACHE_HOSTS_CLUSTER, [cache])
         .http2()
         .circuit_breaker(Thresholds::unlimited());
@@ -325,7 +327,6 @@ impl CacheFailoverScenario {
             ..self.clone()
         }
     }
-
 }
 
 /// The entity cache's configuration in the scenario: `cool_down`, answers slower than three
@@ -625,16 +626,20 @@ fn expectations(
         check(
             format!("slow cache: {OURS} p99 below {NATIVE} p99"),
             false,
-            row(OURS, |e| matches!(e, CacheEvent::Fault(f) if !f.added_latency.is_zero()))
-                .zip(row(NATIVE, |e| {
-                    matches!(e, CacheEvent::Fault(f) if !f.added_latency.is_zero())
-                }))
-                .map(|(o, n)| {
-                    (
-                        o.p99_ms < n.p99_ms,
-                        format!("{:.1} ms vs {:.1} ms", o.p99_ms, n.p99_ms),
-                    )
-                }),
+            row(
+                OURS,
+                |e| matches!(e, CacheEvent::Fault(f) if !f.added_latency.is_zero()),
+            )
+            .zip(row(
+                NATIVE,
+                |e| matches!(e, CacheEvent::Fault(f) if !f.added_latency.is_zero()),
+            ))
+            .map(|(o, n)| {
+                (
+                    o.p99_ms < n.p99_ms,
+                    format!("{:.1} ms vs {:.1} ms", o.p99_ms, n.p99_ms),
+                )
+            }),
         ),
         check(
             "steady: no call fails, the cache serves cacheable calls only (both variants)".into(),
@@ -649,7 +654,10 @@ fn expectations(
                         r.variant, r.cache.received, r.cacheable_sent, r.origin.received, r.failed
                     )
                 };
-                (holds(n) && holds(o), format!("{}; {}", figures(n), figures(o)))
+                (
+                    holds(n) && holds(o),
+                    format!("{}; {}", figures(n), figures(o)),
+                )
             }),
         ),
     ]

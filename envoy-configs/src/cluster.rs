@@ -535,6 +535,28 @@ mod tests {
     }
 
     #[test]
+    fn outlier_detection_is_serialized_only_when_set() {
+        assert!(to_value(&Cluster::static_cluster("c", [addr(1)]))
+            .get("outlier_detection")
+            .is_none());
+        let detection = OutlierDetection::consecutive_5xx(
+            5,
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+        );
+        let value = to_value(&Cluster::static_cluster("c", [addr(1)]).outlier_detection(detection));
+        assert_eq!(
+            value["outlier_detection"],
+            json!({
+                "consecutive_5xx": 5,
+                "interval": "1s",
+                "base_ejection_time": "0.500s",
+                "max_ejection_percent": 100
+            })
+        );
+    }
+
+    #[test]
     fn http2_and_http1_are_explicit_protocol_options() {
         let key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
         let h2 = to_value(&Cluster::static_cluster("c", [addr(1)]).http2());

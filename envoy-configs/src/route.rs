@@ -595,6 +595,27 @@ mod tests {
     }
 
     #[test]
+    fn grpc_retry_conditions_use_envoys_spelling() {
+        let policy = serde_json::to_value(RetryPolicy::new(
+            [
+                RetryOn::Unavailable,
+                RetryOn::Cancelled,
+                RetryOn::DeadlineExceeded,
+                RetryOn::Internal,
+                RetryOn::ResourceExhausted,
+            ],
+            1,
+        ))
+        .unwrap();
+        assert_eq!(
+            policy["retry_on"],
+            "unavailable,cancelled,deadline-exceeded,internal,resource-exhausted"
+        );
+        let parsed: RetryOn = serde_json::from_value(json!("resource-exhausted")).unwrap();
+        assert_eq!(parsed, RetryOn::ResourceExhausted);
+    }
+
+    #[test]
     fn minimal_retry_policy_leaves_optional_parts_out() {
         let policy = serde_json::to_value(RetryPolicy::new([RetryOn::Reset], 1)).unwrap();
         assert_eq!(policy, json!({"retry_on": "reset", "num_retries": 1}));

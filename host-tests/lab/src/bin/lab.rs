@@ -102,10 +102,9 @@ fn main() -> ExitCode {
 }
 
 fn run_scenarios(name: &str, smoke: bool) -> Result<(), String> {
-    let scripted = [scenario::drain::NAME, scenario::cache_failover::NAME];
     let scenarios = if name == "all" {
         scenario::catalog()
-    } else if scripted.contains(&name) {
+    } else if scenario::SCRIPTED.contains(&name) {
         Vec::new()
     } else {
         vec![scenario::by_name(name)

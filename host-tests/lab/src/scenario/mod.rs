@@ -25,6 +25,9 @@ mod report;
 mod retry_storm;
 
 pub use catalog::{by_name, catalog, NAMES};
+
+/// The scenarios with their own runner ([`drain`], [`cache_failover`]), outside [`NAMES`].
+pub const SCRIPTED: &[&str] = &[drain::NAME, cache_failover::NAME];
 pub use report::{ExpectationResult, PhaseResult, ScenarioReport};
 
 use std::sync::Arc;
@@ -359,7 +362,7 @@ pub enum RunMode {
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// No scenario has this name.
-    #[error("unknown scenario `{0}`; known: {names}", names = NAMES.join(", "))]
+    #[error("unknown scenario `{0}`; known: {load}, {scripted}", load = NAMES.join(", "), scripted = SCRIPTED.join(", "))]
     Unknown(String),
     /// The tokio runtime could not start.
     #[error("cannot start the async runtime: {0}")]

@@ -11,14 +11,15 @@
 //! to the origin until the cool-down, when the cache takes traffic again; the cache killed under
 //! load fails no call.
 //!
-//! Each test runs its own Envoy (two workers share the breaker); `shutdown()` fails the test on
-//! any wasm panic or trap.
+//! Each test runs its own Envoy (two workers share the breaker): the first with
+//! `entity_cache.wasm`, the second with the filter inside `mesh_suite.wasm`; `shutdown()` fails
+//! the test on any wasm panic or trap.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 use tonic::transport::Channel;
 
 use mesh_envoy_harness::{EnvoyOptions, EnvoyProcess};
@@ -42,10 +43,9 @@ fn runtime() -> tokio::runtime::Runtime {
     mesh_lab::runtime().unwrap()
 }
 
-/// The egress Envoy (two workers) with entity_cache.wasm configured with `breaker`.
-fn egress(breaker: &Value, cache: SocketAddr, origin: SocketAddr) -> EnvoyProcess {
-    let steering = Steering::EntityCache(entity_cache_config(breaker));
-    let bootstrap = egress_bootstrap(&steering, cache, origin).unwrap_or_else(|e| panic!("{e}"));
+/// The egress Envoy (two workers) steered per `steering`.
+fn egress(steering: &Steering, cache: SocketAddr, origin: SocketAddr) -> EnvoyProcess {
+    let bootstrap = egress_bootstrap(steering, cache, origin).unwrap_or_else(|e| panic!("{e}"));
     let options = EnvoyOptions {
         concurrency: 2,
         ..EnvoyOptions::default()
@@ -107,7 +107,8 @@ fn methods_route_spoofed_headers_are_ignored_and_an_error_in_trailers_opens_the_
         "successes_to_close": 2,
         "latency_threshold_ms": null,
     });
-    let envoy = egress(&breaker, cache.addr(), origin.addr());
+    let steering = Steering::EntityCache(entity_cache_config(&breaker));
+    let envoy = egress(&steering, cache.addr(), origin.addr());
     let egress_addr = envoy.listener_addr(EGRESS_LISTENER).unwrap();
     let mut client = runtime
         .block_on(EchoClient::connect(format!("http://{egress_addr}")))
@@ -214,11 +215,14 @@ fn methods_route_spoofed_headers_are_ignored_and_an_error_in_trailers_opens_the_
 }
 
 #[test]
-fn the_cache_killed_under_load_fails_no_call_and_takes_traffic_again_after_the_cool_down() {
+fn in_the_suite_the_cache_killed_under_load_fails_no_call_and_takes_traffic_again_after_the_cool_down(
+) {
     let runtime = runtime();
     let (mut cache, origin) = upstreams(&runtime);
     let breaker = json!({"cool_down_ms": 1000, "half_open_share": 0.5, "successes_to_close": 3});
-    let envoy = egress(&breaker, cache.addr(), origin.addr());
+    // Inside the suite, so the suite's composition is shown in the real Envoy too.
+    let steering = Steering::Suite(entity_cache_config(&breaker));
+    let envoy = egress(&steering, cache.addr(), origin.addr());
     let egress_addr = envoy.listener_addr(EGRESS_LISTENER).unwrap();
 
     // 200 calls/s for 6 s, three cacheable for one other, while the cache is killed and restarted.

@@ -72,6 +72,8 @@ pub enum Steering {
     OutlierDetection(OutlierDetection),
     /// entity_cache.wasm with this configuration picks the cluster of each call.
     EntityCache(Value),
+    /// The same, inside mesh_suite.wasm (the suite's only filter; same metrics).
+    Suite(Value),
 }
 
 /// The entity cache's configuration for the topology: `Echo/Get` is cacheable, `breaker` its
@@ -138,13 +140,14 @@ pub fn egress_bootstrap(
             let module = mesh_catalog::built("entity-cache")?;
             listener
                 .wasm_filter(WasmFilter::new("entity-cache", module).configuration(config))
-                .route(
-                    Route::prefix("/")
-                        .header(HeaderMatcher::present(ROUTING_HEADER))
-                        .to_cluster_header(ROUTING_HEADER)
-                        .timeout(timeout)
-                        .retry_policy(fallback_retries()),
-                )
+                .route(steered_route(timeout))
+        }
+        Steering::Suite(config) => {
+            let module = mesh_catalog::built("mesh-suite")?;
+            let suite = json!({"filters": [{"filter": "entity-cache", "config": config}]});
+            listener
+                .wasm_filter(WasmFilter::new("mesh-suite", module).configuration(&suite))
+                .route(steered_route(timeout))
         }
     };
     Ok(Bootstrap::new(0)
@@ -161,12 +164,22 @@ pub fn egress_bootstrap(
         ))
 }
 
+/// The route of calls the entity cache steered: to the cluster its routing header names, with
+/// the fallback retries.
+fn steered_route(timeout: Duration) -> Route {
+    Route::prefix("/")
+        .header(HeaderMatcher::present(ROUTING_HEADER))
+        .to_cluster_header(ROUTING_HEADER)
+        .timeout(timeout)
+        .retry_policy(fallback_retries())
+}
+
 /// Whether `steering`'s sidecar currently keeps cacheable calls away from the cache (breaker
 /// open or half-open; cache host ejected), from its stat; `None` while the stat is unknown.
 pub fn steered_away(envoy: &EnvoyProcess, steering: &Steering) -> Option<bool> {
     let (stat, away): (&str, fn(u64) -> bool) = match steering {
         Steering::OutlierDetection(_) => (EJECTIONS_STAT, |ejections| ejections > 0),
-        Steering::EntityCache(_) => (BREAKER_STATE_STAT, |state| state != 0),
+        Steering::EntityCache(_) | Steering::Suite(_) => (BREAKER_STATE_STAT, |state| state != 0),
     };
     let path = format!("/stats?format=json&filter=^{stat}$");
     let stats: Value = serde_json::from_str(&envoy.admin_get(&path).ok()?).ok()?;
@@ -320,6 +333,7 @@ impl CacheFailoverScenario {
                             })
                         }
                         Steering::EntityCache(_) => Steering::EntityCache(filter_config(cool_down)),
+                        Steering::Suite(_) => Steering::Suite(filter_config(cool_down)),
                     },
                     ..variant.clone()
                 })

@@ -98,11 +98,12 @@ fn methods_route_spoofed_headers_are_ignored_and_an_error_in_trailers_opens_the_
 ) {
     let runtime = runtime();
     let (cache, origin) = upstreams(&runtime);
-    let cool_down = Duration::from_millis(500);
+    // Long enough for the checks of the open breaker to finish inside it on a busy machine.
+    let cool_down = Duration::from_secs(2);
     let breaker = json!({
         "consecutive_failures": 3,
         "min_requests": 1000,
-        "cool_down_ms": 500,
+        "cool_down_ms": 2000,
         "half_open_share": 1.0,
         "successes_to_close": 2,
         "latency_threshold_ms": null,
@@ -169,7 +170,9 @@ fn methods_route_spoofed_headers_are_ignored_and_an_error_in_trailers_opens_the_
         tonic::Code::Unavailable,
         GrpcStatusDelivery::Trailers,
     ));
+    let mut last_failure_sent = Instant::now();
     for failures in 1..=3 {
+        last_failure_sent = Instant::now();
         let status = runtime.block_on(get(&mut client, &[])).unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
         envoy
@@ -181,7 +184,8 @@ fn methods_route_spoofed_headers_are_ignored_and_an_error_in_trailers_opens_the_
     envoy
         .wait_for_stat(&stat("breaker_opened"), WAIT, |n| n == 1)
         .unwrap();
-    let opened = Instant::now();
+    // The breaker opened after the third failure was sent.
+    let opened = last_failure_sent;
     assert_eq!(envoy.stat(BREAKER_STATE_STAT).unwrap(), Some(1));
     assert_eq!(
         envoy

@@ -20,7 +20,8 @@
 //! calls have finished); its event is applied at its start. Reported per variant and stretch:
 //! failed RPCs (target 0), p99, what the cache and the origin received, and the time from the
 //! event until the sidecar steered away from the cache (kill: breaker open / host ejected; target
-//! <= 1 s) or back to it (restart: breaker closed / host back; target <= cool-down + 1 s).
+//! <= 1 s) or back to it (restart: breaker closed / host back, and calls reach the cache; target
+//! <= cool-down + 1 s).
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;

@@ -76,6 +76,8 @@ pub struct Cluster {
     typed_extension_protocol_options: Option<ProtocolOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     circuit_breakers: Option<CircuitBreakers>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outlier_detection: Option<OutlierDetection>,
 }
 
 impl Cluster {
@@ -93,6 +95,7 @@ impl Cluster {
             dns_lookup_family: None,
             typed_extension_protocol_options: None,
             circuit_breakers: None,
+            outlier_detection: None,
         }
     }
 
@@ -145,6 +148,7 @@ impl Cluster {
             load_assignment: None,
             typed_extension_protocol_options: None,
             circuit_breakers: None,
+            outlier_detection: None,
         }
     }
 
@@ -253,6 +257,12 @@ impl Cluster {
         self
     }
 
+    /// Ejects hosts per `detection` (Envoy's outlier detection).
+    pub fn outlier_detection(mut self, detection: OutlierDetection) -> Self {
+        self.outlier_detection = Some(detection);
+        self
+    }
+
     /// The cluster's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -351,6 +361,41 @@ enum ExplicitHttpConfig {
 /// A message with every field at its default: `{}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 struct Empty {}
+
+/// `envoy.config.cluster.v3.OutlierDetection` (consecutive 5xx ejection). Envoy counts a
+/// connect failure or reset as a 5xx, and a gRPC status only when it comes in the response
+/// headers (a trailers-only answer), never in trailers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx (or local-origin failures) that eject a host.
+    pub consecutive_5xx: u32,
+    /// How often ejections are re-evaluated (an ejected host returns at the first tick after
+    /// its ejection time).
+    #[serde(serialize_with = "duration::serialize")]
+    pub interval: Duration,
+    /// Ejection time, multiplied by the number of times the host was ejected.
+    #[serde(serialize_with = "duration::serialize")]
+    pub base_ejection_time: Duration,
+    /// Most hosts of the cluster ejected at once, in percent.
+    pub max_ejection_percent: u32,
+}
+
+impl OutlierDetection {
+    /// Ejects a host after `consecutive_5xx` failures in a row for `base_ejection_time`,
+    /// re-evaluated every `interval`; every host may be ejected.
+    pub fn consecutive_5xx(
+        consecutive_5xx: u32,
+        interval: Duration,
+        base_ejection_time: Duration,
+    ) -> Self {
+        Self {
+            consecutive_5xx,
+            interval,
+            base_ejection_time,
+            max_ejection_percent: 100,
+        }
+    }
+}
 
 /// `envoy.config.cluster.v3.CircuitBreakers`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -485,6 +530,28 @@ mod tests {
                     "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
                     "clusters": ["primary", "fallback"]
                 }
+            })
+        );
+    }
+
+    #[test]
+    fn outlier_detection_is_serialized_only_when_set() {
+        assert!(to_value(&Cluster::static_cluster("c", [addr(1)]))
+            .get("outlier_detection")
+            .is_none());
+        let detection = OutlierDetection::consecutive_5xx(
+            5,
+            Duration::from_secs(1),
+            Duration::from_millis(500),
+        );
+        let value = to_value(&Cluster::static_cluster("c", [addr(1)]).outlier_detection(detection));
+        assert_eq!(
+            value["outlier_detection"],
+            json!({
+                "consecutive_5xx": 5,
+                "interval": "1s",
+                "base_ejection_time": "0.500s",
+                "max_ejection_percent": 100
             })
         );
     }

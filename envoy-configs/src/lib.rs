@@ -35,7 +35,7 @@ pub use bootstrap::{Admin, Bootstrap, Node, StaticResources};
 pub use cluster::{
     AggregateClusterConfig, CircuitBreakers, Cluster, ClusterLoadAssignment, CustomClusterType,
     DiscoveryType, DnsLookupFamily, Endpoint, LbEndpoint, LbPolicy, LocalityLbEndpoints,
-    RetryBudget, RoutingPriority, Thresholds, UpstreamHttpProtocol,
+    OutlierDetection, RetryBudget, RoutingPriority, Thresholds, UpstreamHttpProtocol,
 };
 pub use http_filters::{
     AdaptiveConcurrency, ConcurrencyLimitParams, FailurePolicy, GradientControllerConfig,

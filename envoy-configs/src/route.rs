@@ -343,6 +343,18 @@ pub enum RetryOn {
     /// `unavailable`: gRPC status UNAVAILABLE in the response headers.
     #[serde(rename = "unavailable")]
     Unavailable,
+    /// `cancelled`: gRPC status CANCELLED in the response headers.
+    #[serde(rename = "cancelled")]
+    Cancelled,
+    /// `deadline-exceeded`: gRPC status DEADLINE_EXCEEDED in the response headers.
+    #[serde(rename = "deadline-exceeded")]
+    DeadlineExceeded,
+    /// `internal`: gRPC status INTERNAL in the response headers.
+    #[serde(rename = "internal")]
+    Internal,
+    /// `resource-exhausted`: gRPC status RESOURCE_EXHAUSTED in the response headers.
+    #[serde(rename = "resource-exhausted")]
+    ResourceExhausted,
 }
 
 impl RetryOn {
@@ -359,6 +371,10 @@ impl RetryOn {
             Self::RefusedStream => "refused-stream",
             Self::RetriableStatusCodes => "retriable-status-codes",
             Self::Unavailable => "unavailable",
+            Self::Cancelled => "cancelled",
+            Self::DeadlineExceeded => "deadline-exceeded",
+            Self::Internal => "internal",
+            Self::ResourceExhausted => "resource-exhausted",
         }
     }
 }
@@ -576,6 +592,27 @@ mod tests {
             }])
         );
         assert_eq!(policy["host_selection_retry_max_attempts"], 5);
+    }
+
+    #[test]
+    fn grpc_retry_conditions_use_envoys_spelling() {
+        let policy = serde_json::to_value(RetryPolicy::new(
+            [
+                RetryOn::Unavailable,
+                RetryOn::Cancelled,
+                RetryOn::DeadlineExceeded,
+                RetryOn::Internal,
+                RetryOn::ResourceExhausted,
+            ],
+            1,
+        ))
+        .unwrap();
+        assert_eq!(
+            policy["retry_on"],
+            "unavailable,cancelled,deadline-exceeded,internal,resource-exhausted"
+        );
+        let parsed: RetryOn = serde_json::from_value(json!("resource-exhausted")).unwrap();
+        assert_eq!(parsed, RetryOn::ResourceExhausted);
     }
 
     #[test]

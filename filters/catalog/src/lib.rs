@@ -154,7 +154,7 @@ pub const MODULES: &[Module] = &[
                 "  curl -s {admin}/stats/prometheus | grep mesh_entity_cache",
             ],
         }),
-        scenario: None,
+        scenario: Some("cache-failover"),
         // Every GET is cacheable: each request is routed and its outcome recorded in the breaker
         // (the bench's route ignores the routing header, so nothing is refused).
         bench_config: Some(

@@ -133,7 +133,7 @@ mod tests {
             if let Some(scenario) = module.scenario {
                 assert!(
                     crate::scenario::NAMES.contains(&scenario)
-                        || scenario == crate::scenario::drain::NAME,
+                        || crate::scenario::SCRIPTED.contains(&scenario),
                     "{}: no scenario `{scenario}`",
                     module.crate_name
                 );

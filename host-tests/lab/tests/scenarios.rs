@@ -1,6 +1,7 @@
 //! Every named scenario runs end to end (real Envoy, upstream, load) in a two-second smoke run, so none
 //! of the benchmarks rots between the runs that measure with them, and shows the directions it expects
-//! (e.g. our filter sheds in overload and never below capacity; a retry budget amplifies less than none).
+//! (e.g. our filter sheds in overload and never below capacity; a retry budget amplifies less than none;
+//! cacheable calls reach the cache and no other call does).
 #![allow(clippy::panic)]
 
 use std::time::Duration;
@@ -83,4 +84,39 @@ fn the_drain_scenario_runs_end_to_end_in_a_smoke_run() {
         .write_json(out_dir.path())
         .unwrap_or_else(|e| panic!("drain: writing JSON: {e}"));
     assert!(report.table().contains("drain-signal"));
+}
+
+#[test]
+fn the_cache_failover_scenario_runs_end_to_end_in_a_smoke_run() {
+    let mode = RunMode::Smoke {
+        total: Duration::from_secs(2),
+    };
+    let failover = scenario::cache_failover::cache_failover();
+    let report = scenario::cache_failover::run(&failover, mode)
+        .unwrap_or_else(|e| panic!("cache-failover: {e}"));
+    assert!(report.smoke);
+    for variant in &failover.variants {
+        for stretch in &failover.stretches {
+            let row = report
+                .result(variant.name, stretch.name)
+                .unwrap_or_else(|| panic!("no row for {} / {}", variant.name, stretch.name));
+            assert!(
+                row.sent > 0,
+                "{} / {} sent nothing",
+                variant.name,
+                stretch.name
+            );
+        }
+    }
+    let missed = report.missed();
+    assert!(
+        missed.is_empty(),
+        "cache-failover: directions missed in the smoke run: {missed:#?}\n{}",
+        report.table()
+    );
+    let out_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    report
+        .write_json(out_dir.path())
+        .unwrap_or_else(|e| panic!("cache-failover: writing JSON: {e}"));
+    assert!(report.table().contains("entity-cache"));
 }

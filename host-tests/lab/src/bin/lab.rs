@@ -104,7 +104,7 @@ fn main() -> ExitCode {
 fn run_scenarios(name: &str, smoke: bool) -> Result<(), String> {
     let scenarios = if name == "all" {
         scenario::catalog()
-    } else if name == scenario::drain::NAME {
+    } else if scenario::SCRIPTED.contains(&name) {
         Vec::new()
     } else {
         vec![scenario::by_name(name)
@@ -118,27 +118,30 @@ fn run_scenarios(name: &str, smoke: bool) -> Result<(), String> {
         RunMode::Full
     };
     let out_dir = mesh_catalog::target_dir().join("scenarios");
+    let print = |table: String, written: std::io::Result<std::path::PathBuf>| {
+        println!("{table}");
+        let path = written.map_err(|e| format!("writing {}: {e}", out_dir.display()))?;
+        println!("JSON: {}\n", path.display());
+        Ok::<(), String>(())
+    };
     if name == scenario::drain::NAME || name == "all" {
         eprintln!("lab: running scenario `{}` ...", scenario::drain::NAME);
         let report = scenario::drain::run(&scenario::drain::drain(), mode)
             .map_err(|e| format!("scenario `{}`: {e}", scenario::drain::NAME))?;
-        println!("{}", report.table());
-        let path = report
-            .write_json(&out_dir)
-            .map_err(|e| format!("writing {}: {e}", out_dir.display()))?;
-        println!("JSON: {}\n", path.display());
-        if name != "all" {
-            return Ok(());
-        }
+        print(report.table(), report.write_json(&out_dir))?;
+    }
+    if name == scenario::cache_failover::NAME || name == "all" {
+        let failover = scenario::cache_failover::NAME;
+        eprintln!("lab: running scenario `{failover}` ...");
+        let report =
+            scenario::cache_failover::run(&scenario::cache_failover::cache_failover(), mode)
+                .map_err(|e| format!("scenario `{failover}`: {e}"))?;
+        print(report.table(), report.write_json(&out_dir))?;
     }
     for s in &scenarios {
         eprintln!("lab: running scenario `{}` ...", s.name);
         let report = scenario::run(s, mode).map_err(|e| format!("scenario `{}`: {e}", s.name))?;
-        println!("{}", report.table());
-        let path = report
-            .write_json(&out_dir)
-            .map_err(|e| format!("writing {}: {e}", out_dir.display()))?;
-        println!("JSON: {}\n", path.display());
+        print(report.table(), report.write_json(&out_dir))?;
     }
     Ok(())
 }

@@ -21,10 +21,11 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{
-    LoadConfig, LoadError, PreparedClass, Protocol, RetryPolicy, CLIENT_ATTEMPT_HEADER, SHED_HEADER,
+    GrpcMethod, LoadConfig, LoadError, PreparedClass, Protocol, RetryPolicy, CLIENT_ATTEMPT_HEADER,
+    SHED_HEADER,
 };
 use crate::upstream::proto::echo_client::EchoClient;
-use crate::upstream::proto::EchoRequest;
+use crate::upstream::proto::{EchoReply, EchoRequest, SlowRequest};
 
 /// How one attempt (or a whole client request, for its last attempt) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,16 +134,34 @@ impl RequestPlan {
         request
     }
 
-    fn grpc_request(&self, class: usize, attempt: u32) -> tonic::Request<EchoRequest> {
-        let mut request = tonic::Request::new(EchoRequest {
-            message: self
-                .classes
-                .get(class)
-                .map(|c| c.name.clone())
-                .unwrap_or_default(),
-        });
-        *request.metadata_mut() = MetadataMap::from_headers(self.headers(class, attempt));
-        request
+    /// One gRPC call of `class` on `client`: the class's method, its name as the message.
+    async fn grpc_call(
+        &self,
+        client: &mut EchoClient<Channel>,
+        class: usize,
+        attempt: u32,
+    ) -> Result<tonic::Response<EchoReply>, tonic::Status> {
+        let (message, method) = self
+            .classes
+            .get(class)
+            .map(|c| (c.name.clone(), c.grpc_method))
+            .unwrap_or_default();
+        let metadata = MetadataMap::from_headers(self.headers(class, attempt));
+        match method {
+            GrpcMethod::Get => {
+                let mut request = tonic::Request::new(EchoRequest { message });
+                *request.metadata_mut() = metadata;
+                client.get(request).await
+            }
+            GrpcMethod::Slow => {
+                let mut request = tonic::Request::new(SlowRequest {
+                    message,
+                    delay_ms: 0,
+                });
+                *request.metadata_mut() = metadata;
+                client.slow(request).await
+            }
+        }
     }
 
     fn headers(&self, class: usize, attempt: u32) -> HeaderMap {
@@ -236,7 +255,7 @@ impl Client {
             }
             Pool::Grpc(clients) => {
                 let mut client = clients[turn % clients.len()].clone();
-                match client.get(plan.grpc_request(class, attempt)).await {
+                match plan.grpc_call(&mut client, class, attempt).await {
                     Ok(response) if response.metadata().contains_key(SHED_HEADER) => Outcome::Shed,
                     Ok(_) => Outcome::Success,
                     Err(status) => classify_grpc_error(&status),

@@ -8,7 +8,8 @@
 //! overload).
 //!
 //! Protocols: HTTP/1.1 keep-alive, HTTP/2 (h2c prior knowledge) and gRPC unary `mesh.test.v1.Echo/Get`
-//! (tonic), each over a pool of [`LoadConfig::connections`] connections used round robin.
+//! or `Slow` (tonic; the method is the request class's [`GrpcMethod`]), each over a pool of
+//! [`LoadConfig::connections`] connections used round robin.
 //!
 //! **HTTP/1.1 needs enough connections.** An HTTP/1.1 connection carries one request at a time; a request
 //! assigned to a busy connection waits for it, and that wait counts toward its latency (as it would for a
@@ -53,8 +54,20 @@ pub enum Protocol {
     Http1,
     /// HTTP/2 over cleartext with prior knowledge, requests multiplexed per connection.
     Http2,
-    /// gRPC unary `mesh.test.v1.Echo/Get` through tonic channels (one HTTP/2 connection each).
+    /// gRPC unary calls (each class's [`GrpcMethod`]) through tonic channels (one HTTP/2
+    /// connection each).
     Grpc,
+}
+
+/// The `mesh.test.v1.Echo` method a gRPC request class calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GrpcMethod {
+    /// `Echo/Get`.
+    #[default]
+    Get,
+    /// `Echo/Slow` asking for no extra delay: a second method, e.g. one a sidecar treats
+    /// differently from `Get`.
+    Slow,
 }
 
 /// A share of the requests carrying extra headers (gRPC: metadata), reported separately.
@@ -66,6 +79,8 @@ pub struct RequestClass {
     pub weight: u32,
     /// Extra request headers, e.g. `("x-request-criticality", "critical")`.
     pub headers: Vec<(String, String)>,
+    /// The method the class calls (gRPC only; default `Echo/Get`).
+    pub grpc_method: GrpcMethod,
 }
 
 impl RequestClass {
@@ -78,7 +93,14 @@ impl RequestClass {
                 .iter()
                 .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
                 .collect(),
+            grpc_method: GrpcMethod::Get,
         }
+    }
+
+    /// The same class calling `method` (gRPC runs).
+    pub fn calling(mut self, method: GrpcMethod) -> Self {
+        self.grpc_method = method;
+        self
     }
 }
 
@@ -136,7 +158,7 @@ pub struct LoadConfig {
     pub classes: Vec<RequestClass>,
     /// HTTP method (HTTP protocols only).
     pub method: Method,
-    /// Path and query (HTTP protocols only; gRPC always calls `/mesh.test.v1.Echo/Get`).
+    /// Path and query (HTTP protocols only; gRPC calls each class's [`GrpcMethod`]).
     pub path: String,
     /// Host / `:authority` to send; `None` sends the target address.
     pub authority: Option<String>,
@@ -223,6 +245,7 @@ pub(crate) struct PreparedClass {
     /// Cumulative weight up to and including this class.
     weight_end: u64,
     headers: HeaderMap,
+    grpc_method: GrpcMethod,
 }
 
 /// Runs the load described by `config` on the current tokio runtime and reports once every request has
@@ -356,6 +379,7 @@ fn prepare_classes(classes: &[RequestClass]) -> Result<Vec<PreparedClass>, LoadE
             name: "default".to_owned(),
             weight_end: 1,
             headers: HeaderMap::new(),
+            grpc_method: GrpcMethod::Get,
         }]);
     }
     let mut names = std::collections::BTreeSet::new();
@@ -387,6 +411,7 @@ fn prepare_classes(classes: &[RequestClass]) -> Result<Vec<PreparedClass>, LoadE
             name: class.name.clone(),
             weight_end,
             headers,
+            grpc_method: class.grpc_method,
         });
     }
     Ok(prepared)

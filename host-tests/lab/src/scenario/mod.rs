@@ -6,8 +6,9 @@
 //! Scenarios are benchmarks, not tests: their figures depend on the machine. The test suite only runs each
 //! one in [`RunMode::Smoke`] (about two seconds of load) so none of them rots.
 //!
-//! The [`drain`] scenario is an event, not a load shape: it has its own data, runner and report
-//! (`cargo xtask scenario drain`; `all` runs it after the load scenarios).
+//! The [`drain`] scenario is an event, not a load shape, and [`cache_failover`] a scripted timeline
+//! over two upstreams: each has its own data, runner and report (`cargo xtask scenario drain`,
+//! `cargo xtask scenario cache-failover`; `all` runs them after the load scenarios).
 //!
 //! Each phase is its own load run: a phase starts once the previous one's requests have all finished (at
 //! most one client timeout later), and the upstream fault of the phase is in force for its whole run.
@@ -16,6 +17,7 @@
 //! that hold even in a smoke run (e.g. "our filter sheds in overload, never when unloaded"). Every run
 //! reports each one as held or missed with the figure it measured; the tests assert the smoke ones.
 
+pub mod cache_failover;
 mod catalog;
 pub mod drain;
 mod load_shedding;
@@ -23,6 +25,9 @@ mod report;
 mod retry_storm;
 
 pub use catalog::{by_name, catalog, NAMES};
+
+/// The scenarios with their own runner ([`drain`], [`cache_failover`]), outside [`NAMES`].
+pub const SCRIPTED: &[&str] = &[drain::NAME, cache_failover::NAME];
 pub use report::{ExpectationResult, PhaseResult, ScenarioReport};
 
 use std::sync::Arc;
@@ -357,7 +362,7 @@ pub enum RunMode {
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// No scenario has this name.
-    #[error("unknown scenario `{0}`; known: {names}", names = NAMES.join(", "))]
+    #[error("unknown scenario `{0}`; known: {load}, {scripted}", load = NAMES.join(", "), scripted = SCRIPTED.join(", "))]
     Unknown(String),
     /// The tokio runtime could not start.
     #[error("cannot start the async runtime: {0}")]

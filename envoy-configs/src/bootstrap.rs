@@ -90,9 +90,10 @@ impl Bootstrap {
         self
     }
 
-    /// Adds a cluster.
-    pub fn cluster(mut self, cluster: Cluster) -> Self {
-        self.static_resources.clusters.push(cluster);
+    /// Adds a cluster (of any kind: [`Cluster::static_cluster`], [`Cluster::strict_dns`],
+    /// [`Cluster::aggregate`]).
+    pub fn cluster(mut self, cluster: impl Into<Cluster>) -> Self {
+        self.static_resources.clusters.push(cluster.into());
         self
     }
 
@@ -102,7 +103,7 @@ impl Bootstrap {
         let name = name.into();
         self.static_resources
             .clusters
-            .push(Cluster::admin(name.clone(), self.admin_port()));
+            .push(Cluster::admin(name.clone(), self.admin_port()).into());
         self.admin_cluster = Some(name);
         self
     }
@@ -116,7 +117,7 @@ impl Bootstrap {
     pub fn set_admin_port(&mut self, port: u16) {
         self.admin.address.socket_address.port_value = port;
         if let Some(name) = &self.admin_cluster {
-            let repointed = Cluster::admin(name.clone(), port);
+            let repointed = Cluster::from(Cluster::admin(name.clone(), port));
             for cluster in &mut self.static_resources.clusters {
                 if cluster.name() == name {
                     *cluster = repointed.clone();

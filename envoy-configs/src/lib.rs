@@ -33,9 +33,10 @@ mod server;
 pub use any::{Any, Message, StringValue};
 pub use bootstrap::{Admin, Bootstrap, Node, StaticResources};
 pub use cluster::{
-    AggregateClusterConfig, CircuitBreakers, Cluster, ClusterLoadAssignment, CustomClusterType,
-    DiscoveryType, DnsLookupFamily, Endpoint, LbEndpoint, LbPolicy, LocalityLbEndpoints,
-    RetryBudget, RoutingPriority, Thresholds, UpstreamHttpProtocol,
+    AggregateCluster, AggregateClusterConfig, CircuitBreakers, Cluster, ClusterLoadAssignment,
+    CustomClusterType, DnsLookupFamily, Endpoint, EndpointCluster, HealthCheck, LbEndpoint,
+    LbPolicy, LocalityLbEndpoints, OutlierDetection, RetryBudget, RoutingPriority, Static,
+    StaticCluster, StrictDns, StrictDnsCluster, Thresholds, UpstreamHttpProtocol,
 };
 pub use http_filters::{
     AdaptiveConcurrency, ConcurrencyLimitParams, FailurePolicy, GradientControllerConfig,
@@ -47,7 +48,7 @@ pub use listener::{
 };
 pub use route::{
     ClusterSpecifier, HeaderMatcher, PathMatch, PreviousHostsPredicate, PreviousPrioritiesConfig,
-    RetryHostPredicate, RetryOn, RetryPolicy, RetryPriority, Route, RouteAction,
+    RegexMatcher, RetryHostPredicate, RetryOn, RetryPolicy, RetryPriority, Route, RouteAction,
     RouteConfiguration, RouteMatch, StringMatcher, VirtualHost,
 };
 pub use server::{OverloadManager, StatsConfig};

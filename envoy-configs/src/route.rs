@@ -255,7 +255,7 @@ impl HeaderMatcher {
     }
 }
 
-/// `envoy.type.matcher.v3.StringMatcher` (the non-regex forms).
+/// `envoy.type.matcher.v3.StringMatcher`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StringMatcher {
@@ -267,6 +267,25 @@ pub enum StringMatcher {
     Suffix(String),
     /// Contains the string.
     Contains(String),
+    /// Matches the RE2 regular expression (see [`StringMatcher::regex`]).
+    SafeRegex(RegexMatcher),
+}
+
+impl StringMatcher {
+    /// Matches the RE2 regular expression `regex` (Envoy rejects the config if it does not
+    /// compile).
+    pub fn regex(regex: impl Into<String>) -> Self {
+        Self::SafeRegex(RegexMatcher {
+            regex: regex.into(),
+        })
+    }
+}
+
+/// `envoy.type.matcher.v3.RegexMatcher` (RE2, Envoy's only engine).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RegexMatcher {
+    /// The RE2 expression.
+    pub regex: String,
 }
 
 /// `envoy.config.route.v3.RouteAction` (cluster forwarding only).

@@ -253,6 +253,74 @@ fn each_dependency_gets_a_strict_dns_cluster_and_a_route_with_its_timeout() {
 }
 
 #[test]
+fn dependency_clusters_eject_failing_endpoints_and_run_declared_health_checks() {
+    let (bootstrap, _) = rendered(
+        &format!(
+            "{MINIMAL}dependencies:\n  - {{name: ledger, address: l, port: 1, protocol: grpc, timeout_ms: 100, health_check: {{interval_ms: 2000, timeout_ms: 500}}}}\n  - {{name: mail, address: m, port: 2, protocol: http2, timeout_ms: 100, health_check: {{path: /healthz}}}}\n  - {{name: audit, address: a, port: 3, protocol: http1, timeout_ms: 100}}\n"
+        ),
+        Modules::Suite,
+    );
+    for name in ["egress_ledger", "egress_mail", "egress_audit"] {
+        let detection = &cluster(&bootstrap, name)["outlier_detection"];
+        assert_eq!(
+            detection["split_external_local_origin_errors"], true,
+            "{name}"
+        );
+        assert_eq!(detection["enforcing_consecutive_5xx"], 0, "{name}");
+    }
+    let ledger = &cluster(&bootstrap, "egress_ledger")["health_checks"];
+    assert_eq!(ledger[0]["grpc_health_check"], json!({}));
+    assert_eq!(ledger[0]["interval"], "2s");
+    assert_eq!(ledger[0]["timeout"], "0.500s");
+    let mail = &cluster(&bootstrap, "egress_mail")["health_checks"];
+    assert_eq!(
+        mail[0]["http_health_check"],
+        json!({"path": "/healthz", "codec_client_type": "HTTP2"})
+    );
+    assert_eq!(mail[0]["interval"], "5s");
+    assert!(cluster(&bootstrap, "egress_audit")
+        .get("health_checks")
+        .is_none());
+}
+
+#[test]
+fn a_health_check_must_fit_the_dependency_protocol() {
+    let dep = |protocol: &str, check: &str| {
+        format!(
+            "{MINIMAL}dependencies:\n  - {{name: d, address: a, port: 1, protocol: {protocol}, timeout_ms: 100, health_check: {check}}}\n"
+        )
+    };
+    let cases = [
+        (
+            "grpc",
+            "{path: /healthz}",
+            "dependencies[0].health_check.path",
+        ),
+        ("http1", "{}", "dependencies[0].health_check.path"),
+        (
+            "http2",
+            "{path: healthz}",
+            "dependencies[0].health_check.path",
+        ),
+        (
+            "grpc",
+            "{interval_ms: 0}",
+            "dependencies[0].health_check.interval_ms",
+        ),
+        (
+            "grpc",
+            "{interval_ms: 100, timeout_ms: 200}",
+            "dependencies[0].health_check.timeout_ms",
+        ),
+        ("grpc", "{every: 1}", "dependencies[0].health_check.every"),
+    ];
+    for (protocol, check, path) in cases {
+        let err = error(&dep(protocol, check));
+        assert_eq!(err.path, path, "{protocol} {check}: {err}");
+    }
+}
+
+#[test]
 fn the_sidecar_carries_the_mesh_defaults() {
     let (bootstrap, _) = rendered(MINIMAL, Modules::Suite);
     let ingress = listener(&bootstrap, "ingress");

@@ -392,6 +392,35 @@ pub struct Dependency {
     /// Retries the sidecar makes.
     #[serde(default)]
     pub retry: RetrySpec,
+    /// Active health checking of its endpoints (absent: none; endpoints that fail connections
+    /// are still ejected by outlier detection).
+    #[serde(default)]
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+/// Active health checking of a dependency's endpoints by this sidecar: every sidecar of the
+/// service checks every endpoint, so keep the interval long for dependencies with many callers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    /// HTTP dependencies: the path a `GET` must answer 2xx on (required). gRPC dependencies use
+    /// the gRPC health checking protocol and take no path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Time between checks of one endpoint (default 5000).
+    #[serde(default = "default_health_interval_ms")]
+    pub interval_ms: u64,
+    /// A check not answered in this time failed (default 1000; at most `interval_ms`).
+    #[serde(default = "default_health_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_health_interval_ms() -> u64 {
+    5000
+}
+
+fn default_health_timeout_ms() -> u64 {
+    1000
 }
 
 impl Dependency {
@@ -594,6 +623,9 @@ impl ServiceSpec {
                     "retries need at least one condition",
                 ));
             }
+            if let Some(check) = &dependency.health_check {
+                check.validate(dependency.protocol, &at)?;
+            }
             if let Some(per_try) = retry.per_try_timeout_ms {
                 positive(&at("retry.per_try_timeout_ms"), per_try)?;
                 if per_try > dependency.timeout_ms {
@@ -603,6 +635,42 @@ impl ServiceSpec {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl HealthCheckSpec {
+    fn validate(&self, protocol: Protocol, at: &dyn Fn(&str) -> String) -> Result<(), SpecError> {
+        match (protocol, &self.path) {
+            (Protocol::Grpc, Some(_)) => return Err(invalid(
+                &at("health_check.path"),
+                "a gRPC dependency is checked with grpc.health.v1.Health/Check: leave the path out",
+            )),
+            (Protocol::Http1 | Protocol::Http2, None) => {
+                return Err(invalid(
+                    &at("health_check.path"),
+                    "an HTTP dependency needs the path a GET must answer 2xx on",
+                ))
+            }
+            (_, Some(path)) if !path.starts_with('/') => {
+                return Err(invalid(
+                    &at("health_check.path"),
+                    format!("{path:?} must start with '/'"),
+                ))
+            }
+            _ => {}
+        }
+        positive(&at("health_check.interval_ms"), self.interval_ms)?;
+        positive(&at("health_check.timeout_ms"), self.timeout_ms)?;
+        if self.timeout_ms > self.interval_ms {
+            return Err(invalid(
+                &at("health_check.timeout_ms"),
+                format!(
+                    "{} exceeds interval_ms {}",
+                    self.timeout_ms, self.interval_ms
+                ),
+            ));
         }
         Ok(())
     }

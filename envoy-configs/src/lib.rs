@@ -29,6 +29,7 @@ mod http_filters;
 mod listener;
 mod route;
 mod server;
+mod xds;
 
 pub use any::{Any, Message, StringValue};
 pub use bootstrap::{Admin, Bootstrap, Node, StaticResources};
@@ -52,3 +53,4 @@ pub use route::{
     RouteConfiguration, RouteMatch, StringMatcher, VirtualHost,
 };
 pub use server::{OverloadManager, StatsConfig};
+pub use xds::{ConfigSource, DiscoveryResponse, DynamicResources};

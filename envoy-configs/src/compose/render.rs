@@ -411,8 +411,9 @@ fn stats_inclusion_list() -> StatsConfig {
         .iter()
         .map(|stat| stat.replace('.', r"\."))
         .collect();
+    // Envoy's regex matchers match the whole name.
     patterns.push(StringMatcher::regex(format!(
-        r"^cluster\.{DEPENDENCY_CLUSTER_PREFIX}[a-z0-9-]+\.({})",
+        r"cluster\.{DEPENDENCY_CLUSTER_PREFIX}[a-z0-9-]+\.({}).*",
         dependency_stats.join("|")
     )));
     patterns.extend(

@@ -79,6 +79,112 @@ fn a_filter_config_error_is_caught_by_the_filters_own_type() {
 }
 
 #[test]
+fn every_filter_is_checked_by_its_own_type_and_a_role_section_keeps_field_paths() {
+    let cases = [
+        ("drain_signal: {path: drain}", "filters.drain_signal.path"),
+        (
+            "sandbox_router: {trusted_sources: [nonsense]}",
+            "filters.sandbox_router.trusted_sources[0]",
+        ),
+        (
+            "entity_cache: {breaker: {cool_down_ms: 1}}",
+            "filters.entity_cache.breaker.cool_down_ms",
+        ),
+        (
+            "retry_budget: {client: {ratio: 2}}",
+            "filters.retry_budget.client.ratio",
+        ),
+        (
+            "retry_budget: {server: {buckets: 0}}",
+            "filters.retry_budget.server.buckets",
+        ),
+        (
+            "retry_budget: {server: {budget: 1}}",
+            "filters.retry_budget.server.budget",
+        ),
+        (
+            "retry_budget: {server: {role: both}}",
+            "filters.retry_budget.server.role",
+        ),
+    ];
+    for (section, path) in cases {
+        let err = error(&format!("{MINIMAL}filters:\n  {section}\n"));
+        assert_eq!(err.path, path, "{section}: {err}");
+    }
+}
+
+/// What a plugin receives for `filter` on `listener`: its section of the suite's configuration.
+fn plugin_section(bootstrap: &Value, listener: &str, filter: &str) -> Value {
+    let plugin = &hcm(bootstrap, listener)["http_filters"][0]["typed_config"]["config"];
+    let config: Value =
+        serde_json::from_str(plugin["configuration"]["value"].as_str().unwrap()).unwrap();
+    config["filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|section| section["filter"] == filter)
+        .unwrap_or_else(|| panic!("{filter} not on {listener}"))["config"]
+        .clone()
+}
+
+#[test]
+fn each_plugin_reads_back_exactly_the_config_its_spec_section_gave() {
+    let spec = format!(
+        "{MINIMAL}filters:\n  drain_signal: {{delay_ms: 1500, token: s3cret, gradual_window_ms: 2000}}\n  \
+         load_shedder: {{dry_run: true}}\n  \
+         retry_budget: {{server: {{retry_header: x-attempt}}, client: {{ratio: 0.1, key: authority}}}}\n  \
+         sandbox_router: {{sandboxes: {{feature-x: sandbox_x}}, trusted_sources: [10.0.0.0/8, 127.0.0.1], unknown_key: not_found, \
+         registry: {{cluster: registry, path: /sandboxes}}}}\n  \
+         entity_cache: {{rules: [{{grpc_method: catalog.Catalog/*, cache_cluster: cache, origin_cluster: catalog}}], breaker: {{latency_threshold_ms: null}}}}\n"
+    );
+    let parsed = parse(&spec).unwrap();
+    let (bootstrap, _) = rendered(&spec, Modules::Suite);
+    let filters = &parsed.filters;
+
+    let drain: drain_signal::config::DrainConfig =
+        serde_json::from_value(plugin_section(&bootstrap, "ingress", "drain-signal")).unwrap();
+    assert_eq!(&drain, &filters.drain_signal.as_ref().unwrap().0);
+    assert_eq!(drain.delay_ms.as_millis(), 1500);
+
+    let shedder: load_shedder::config::ShedderConfig =
+        serde_json::from_value(plugin_section(&bootstrap, "ingress", "load-shedder")).unwrap();
+    assert_eq!(&shedder, &filters.load_shedder.as_ref().unwrap().0);
+
+    let budgets = filters.retry_budget.as_ref().unwrap();
+    for (listener, written, role) in [
+        (
+            "ingress",
+            &budgets.server.as_ref().unwrap().config,
+            retry_budget::config::Role::Server,
+        ),
+        (
+            "egress",
+            &budgets.client.as_ref().unwrap().config,
+            retry_budget::config::Role::Client,
+        ),
+    ] {
+        let budget: retry_budget::config::RetryBudgetConfig =
+            serde_json::from_value(plugin_section(&bootstrap, listener, "retry-budget")).unwrap();
+        assert_eq!(&budget, written, "{listener}");
+        assert_eq!(budget.role, role);
+    }
+
+    let sandbox_section = plugin_section(&bootstrap, "ingress", "sandbox-router");
+    assert_eq!(
+        sandbox_section["trusted_sources"],
+        json!(["10.0.0.0/8", "127.0.0.1/32"])
+    );
+    let sandbox: sandbox_router::config::SandboxConfig =
+        serde_json::from_value(sandbox_section).unwrap();
+    assert_eq!(&sandbox, &filters.sandbox_router.as_ref().unwrap().0);
+
+    let cache: entity_cache::config::EntityCacheConfig =
+        serde_json::from_value(plugin_section(&bootstrap, "egress", "entity-cache")).unwrap();
+    assert_eq!(&cache, &filters.entity_cache.as_ref().unwrap().0);
+    assert_eq!(cache.breaker.latency_threshold_ms, None);
+}
+
+#[test]
 fn a_wrong_type_names_the_field_in_yaml_and_json() {
     let err = error("service: orders\napp:\n  port: eighty\n  protocol: http1\n");
     assert_eq!((err.path.as_str(), err.line), ("app.port", Some(3)));

@@ -117,12 +117,6 @@ pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, S
                 continue;
             }
         };
-        if !section.checked {
-            notes.push(format!(
-                "`{}`: passed to {} as written; only its module checks it (run `mesh-bootstrap validate`)",
-                section.field, section.filter
-            ));
-        }
         let in_suite = suite_filters.contains(&section.filter);
         let slots = CHAIN.iter().filter(|slot| {
             slot.filter == section.filter && section.side.is_none_or(|side| side == slot.side)

@@ -31,7 +31,7 @@ mod route;
 mod server;
 mod xds;
 
-pub use any::{Any, Message, StringValue};
+pub use any::{Any, Message, RawAny, RawAnyError, StringValue};
 pub use bootstrap::{Admin, Bootstrap, Node, StaticResources};
 pub use cluster::{
     AggregateCluster, AggregateClusterConfig, CircuitBreakers, Cluster, ClusterLoadAssignment,
@@ -48,9 +48,10 @@ pub use listener::{
     HttpConnectionManager, Listener, SocketAddress, TrafficDirection,
 };
 pub use route::{
-    ClusterSpecifier, HeaderMatcher, PathMatch, PreviousHostsPredicate, PreviousPrioritiesConfig,
-    RegexMatcher, RetryHostPredicate, RetryOn, RetryPolicy, RetryPriority, Route, RouteAction,
-    RouteConfiguration, RouteMatch, StringMatcher, VirtualHost,
+    ClusterSpecifier, FilterConfig, HeaderMatcher, PathMatch, PerFilterConfig, PerFilterConfigs,
+    PreviousHostsPredicate, PreviousPrioritiesConfig, RegexMatcher, RetryHostPredicate, RetryOn,
+    RetryPolicy, RetryPriority, Route, RouteAction, RouteConfiguration, RouteMatch, StringMatcher,
+    VirtualHost,
 };
 pub use server::{OverloadManager, StatsConfig};
 pub use xds::{ConfigSource, DiscoveryResponse, DynamicResources};

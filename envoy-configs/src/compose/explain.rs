@@ -88,7 +88,7 @@ pub fn explain(spec: &ServiceSpec, rendered: &Rendered) -> String {
     line(format!(
         "the proxy itself: circuit breakers off (filters decide what is refused); the overload \
          manager answers 503 past 98 % of {} MiB heap and caps connections at {}; only {} stat \
-         prefixes exist (bounded metrics cost)",
+         patterns exist (bounded metrics cost)",
         spec.overload.max_heap_mb,
         spec.overload.max_downstream_connections,
         rendered

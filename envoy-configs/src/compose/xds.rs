@@ -192,9 +192,8 @@ pub fn write(rendered: &Rendered, dir: &Path, timeout: Duration) -> Result<Writt
             CDS,
             &final_clusters,
             format!(
-                "{} cluster(s), {} no route names any more removed ({})",
+                "{} cluster(s); removed, as no route names them now: {}",
                 count(&final_clusters),
-                removed.len(),
                 removed.join(", ")
             ),
         )?);
@@ -544,7 +543,7 @@ mod tests {
                 "bootstrap.yaml: unchanged",
                 "cds.yaml: unchanged (4 cluster(s))",
                 "lds.yaml: written (3 listener(s))",
-                "cds.yaml: written (3 cluster(s), 1 no route names any more removed (egress_alpha))"
+                "cds.yaml: written (3 cluster(s); removed, as no route names them now: egress_alpha)"
             ]
         );
         assert_eq!(

@@ -418,7 +418,9 @@ impl Admin {
                 .and_then(|stat| stat["value"].as_u64())
                 .ok_or_else(|| {
                     XdsError::Admin(format!(
-                        "no stat {name}: the bootstrap's stats inclusion list must keep it"
+                        "no stat {name}: the Envoy on this admin port does not read its \
+                         clusters and listeners from files (was it started on a `mesh-bootstrap \
+                         xds` bootstrap?), or its stats inclusion list drops the stat"
                     ))
                 })
         };

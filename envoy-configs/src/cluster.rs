@@ -76,6 +76,7 @@ impl Cluster {
                     clusters: clusters.into_iter().map(Into::into).collect(),
                 }),
             },
+            circuit_breakers: None,
         }
     }
 
@@ -350,12 +351,7 @@ impl<D> EndpointCluster<D> {
 
     /// Adds circuit breaker thresholds (one entry per routing priority).
     pub fn circuit_breaker(mut self, thresholds: Thresholds) -> Self {
-        self.circuit_breakers
-            .get_or_insert_with(|| CircuitBreakers {
-                thresholds: Vec::new(),
-            })
-            .thresholds
-            .push(thresholds);
+        add_thresholds(&mut self.circuit_breakers, thresholds);
         self
     }
 
@@ -399,6 +395,8 @@ pub struct AggregateCluster {
     connect_timeout: Duration,
     lb_policy: ClusterProvided,
     cluster_type: CustomClusterType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    circuit_breakers: Option<CircuitBreakers>,
 }
 
 impl AggregateCluster {
@@ -413,10 +411,26 @@ impl AggregateCluster {
         &self.name
     }
 
+    /// Adds circuit breaker thresholds: a route to the aggregate counts its requests and retries
+    /// against these, not the members'.
+    pub fn circuit_breaker(mut self, thresholds: Thresholds) -> Self {
+        add_thresholds(&mut self.circuit_breakers, thresholds);
+        self
+    }
+
     /// The member clusters, in priority order.
     pub fn clusters(&self) -> &[String] {
         &self.cluster_type.typed_config.0.clusters
     }
+}
+
+fn add_thresholds(breakers: &mut Option<CircuitBreakers>, thresholds: Thresholds) {
+    breakers
+        .get_or_insert_with(|| CircuitBreakers {
+            thresholds: Vec::new(),
+        })
+        .thresholds
+        .push(thresholds);
 }
 
 /// The only load-balancing policy of an aggregate cluster.
@@ -790,7 +804,13 @@ mod tests {
     fn aggregate_cluster_uses_the_extension_and_no_endpoints() {
         let aggregate = Cluster::aggregate("agg", ["primary", "fallback"]);
         assert_eq!(aggregate.clusters(), ["primary", "fallback"]);
+        let limited = to_value(&aggregate.clone().circuit_breaker(Thresholds::unlimited()));
+        assert_eq!(
+            limited["circuit_breakers"]["thresholds"][0]["max_retries"],
+            u64::from(u32::MAX)
+        );
         let value = to_value(&aggregate);
+        assert!(value.get("circuit_breakers").is_none());
         assert!(value.get("type").is_none());
         assert!(value.get("load_assignment").is_none());
         assert_eq!(value["lb_policy"], "CLUSTER_PROVIDED");

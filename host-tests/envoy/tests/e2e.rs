@@ -120,10 +120,10 @@ fn validate_accepts_aggregate_cluster_with_retry_priority() {
                         ),
                 ),
             )
-            .cluster(Cluster::aggregate(
-                "payments",
-                ["payments-primary", "payments-fallback"],
-            ))
+            .cluster(
+                Cluster::aggregate("payments", ["payments-primary", "payments-fallback"])
+                    .circuit_breaker(Thresholds::unlimited()),
+            )
             .cluster(
                 Cluster::static_cluster("payments-primary", [loopback(8081), loopback(8082)])
                     .priority(1, [loopback(8083)])

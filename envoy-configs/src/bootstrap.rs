@@ -1,17 +1,23 @@
-//! The bootstrap root: node identity, admin interface, and the static listeners and clusters.
+//! The bootstrap root: node identity, admin interface, the static listeners and clusters, and
+//! file-based xDS sources for them.
 
 use crate::cluster::Cluster;
 use crate::listener::{Address, Listener};
 use crate::server::{OverloadManager, StatsConfig};
+use crate::xds::{ConfigSource, DynamicResources};
 use serde::Serialize;
+use std::path::Path;
 
-/// `envoy.config.bootstrap.v3.Bootstrap` with static resources only (no xDS).
+/// `envoy.config.bootstrap.v3.Bootstrap`: static resources, or file-based xDS
+/// ([`Bootstrap::into_file_xds`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Bootstrap {
     #[serde(skip_serializing_if = "Option::is_none")]
     node: Option<Node>,
     admin: Admin,
     static_resources: StaticResources,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dynamic_resources: Option<DynamicResources>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stats_config: Option<StatsConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,6 +63,7 @@ impl Bootstrap {
                 address: Address::loopback(admin_port),
             },
             static_resources: StaticResources::default(),
+            dynamic_resources: None,
             stats_config: None,
             overload_manager: None,
             admin_cluster: None,
@@ -90,9 +97,10 @@ impl Bootstrap {
         self
     }
 
-    /// Adds a cluster.
-    pub fn cluster(mut self, cluster: Cluster) -> Self {
-        self.static_resources.clusters.push(cluster);
+    /// Adds a cluster (of any kind: [`Cluster::static_cluster`], [`Cluster::strict_dns`],
+    /// [`Cluster::aggregate`]).
+    pub fn cluster(mut self, cluster: impl Into<Cluster>) -> Self {
+        self.static_resources.clusters.push(cluster.into());
         self
     }
 
@@ -102,7 +110,7 @@ impl Bootstrap {
         let name = name.into();
         self.static_resources
             .clusters
-            .push(Cluster::admin(name.clone(), self.admin_port()));
+            .push(Cluster::admin(name.clone(), self.admin_port()).into());
         self.admin_cluster = Some(name);
         self
     }
@@ -116,13 +124,34 @@ impl Bootstrap {
     pub fn set_admin_port(&mut self, port: u16) {
         self.admin.address.socket_address.port_value = port;
         if let Some(name) = &self.admin_cluster {
-            let repointed = Cluster::admin(name.clone(), port);
+            let repointed = Cluster::from(Cluster::admin(name.clone(), port));
             for cluster in &mut self.static_resources.clusters {
                 if cluster.name() == name {
                     *cluster = repointed.clone();
                 }
             }
         }
+    }
+
+    /// Splits the bootstrap for file-based xDS: the returned bootstrap keeps everything but its
+    /// listeners and clusters, and reads the clusters from `cds_path` (CDS) and the listeners from
+    /// `lds_path` (LDS); the clusters and listeners are what those files must serve. (At start
+    /// Envoy initializes CDS before LDS, so routes find their clusters.)
+    pub fn into_file_xds(
+        mut self,
+        cds_path: &Path,
+        lds_path: &Path,
+    ) -> (Self, Vec<Cluster>, Vec<Listener>) {
+        let StaticResources {
+            listeners,
+            clusters,
+        } = std::mem::take(&mut self.static_resources);
+        self.admin_cluster = None;
+        self.dynamic_resources = Some(DynamicResources {
+            cds_config: ConfigSource::path(cds_path),
+            lds_config: ConfigSource::path(lds_path),
+        });
+        (self, clusters, listeners)
     }
 
     /// The stats configuration, if set.
@@ -213,6 +242,30 @@ mod tests {
             "backend"
         );
         assert_eq!(value["static_resources"]["clusters"][0]["name"], "backend");
+    }
+
+    #[test]
+    fn file_xds_moves_listeners_and_clusters_out_to_path_sources() {
+        let bootstrap = Bootstrap::new(9901).admin_cluster("admin").listener(
+            Listener::http("ingress", 10000).route(Route::prefix("/").to_cluster("admin")),
+        );
+        let (xds, clusters, listeners) =
+            bootstrap.into_file_xds(Path::new("/x/cds.yaml"), Path::new("/x/lds.yaml"));
+        let value = parse(&xds);
+        assert_eq!(
+            value["static_resources"],
+            json!({"listeners": [], "clusters": []})
+        );
+        assert_eq!(
+            value["dynamic_resources"]["cds_config"]["path_config_source"]["path"],
+            "/x/cds.yaml"
+        );
+        assert_eq!(
+            value["dynamic_resources"]["lds_config"]["path_config_source"]["path"],
+            "/x/lds.yaml"
+        );
+        assert_eq!(clusters[0].name(), "admin");
+        assert_eq!(listeners[0].name(), "ingress");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! HTTP filters of the connection manager: proxy-wasm plugins, Envoy's native adaptive
 //! concurrency filter (the baseline the wasm filters are compared with), and the router.
 
-use crate::any::{Any, Message, StringValue};
+use crate::any::{Any, Message, RawAny, StringValue};
 use crate::duration;
 use serde::Serialize;
 use std::path::Path;
@@ -10,10 +10,11 @@ use std::time::Duration;
 /// The V8 wasm runtime name, the one stock Envoy builds ship.
 pub const WASM_RUNTIME_V8: &str = "envoy.wasm.runtime.v8";
 
-/// One entry of `HttpConnectionManager.http_filters`.
+/// One entry of `HttpConnectionManager.http_filters`. Its name is what a route's
+/// `typed_per_filter_config` refers to it by ([`crate::Route::per_filter_config`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HttpFilter {
-    name: &'static str,
+    name: String,
     typed_config: HttpFilterConfig,
 }
 
@@ -21,7 +22,7 @@ impl HttpFilter {
     /// `envoy.filters.http.wasm` running `filter`.
     pub fn wasm(filter: WasmFilter) -> Self {
         Self {
-            name: "envoy.filters.http.wasm",
+            name: "envoy.filters.http.wasm".to_owned(),
             typed_config: HttpFilterConfig::Wasm(Any(filter)),
         }
     }
@@ -29,7 +30,7 @@ impl HttpFilter {
     /// `envoy.filters.http.adaptive_concurrency`.
     pub fn adaptive_concurrency(filter: AdaptiveConcurrency) -> Self {
         Self {
-            name: "envoy.filters.http.adaptive_concurrency",
+            name: "envoy.filters.http.adaptive_concurrency".to_owned(),
             typed_config: HttpFilterConfig::AdaptiveConcurrency(Any(filter)),
         }
     }
@@ -37,14 +38,31 @@ impl HttpFilter {
     /// `envoy.filters.http.router`: must be last (the builders keep it last).
     pub fn router() -> Self {
         Self {
-            name: "envoy.filters.http.router",
+            name: "envoy.filters.http.router".to_owned(),
             typed_config: HttpFilterConfig::Router(Any(Router {})),
         }
     }
 
-    /// The filter's extension name.
-    pub fn name(&self) -> &'static str {
-        self.name
+    /// Any HTTP filter the model has no type for (the escape hatch): `name` in the chain,
+    /// configured by `config`, whose type URL picks the extension (e.g.
+    /// `type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault`).
+    pub fn custom(name: impl Into<String>, config: RawAny) -> Self {
+        Self {
+            name: name.into(),
+            typed_config: HttpFilterConfig::Raw(config),
+        }
+    }
+
+    /// Renames the filter (its configuration, not its name, picks the extension), so routes can
+    /// address it, e.g. one of several wasm filters.
+    pub fn named(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The filter's name in the chain.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The filter's typed configuration.
@@ -63,6 +81,8 @@ pub enum HttpFilterConfig {
     AdaptiveConcurrency(Any<AdaptiveConcurrency>),
     /// The router.
     Router(Any<Router>),
+    /// A filter the model has no type for ([`HttpFilter::custom`]).
+    Raw(RawAny),
 }
 
 /// `envoy.extensions.filters.http.router.v3.Router` with Envoy's defaults.
@@ -384,6 +404,32 @@ mod tests {
                     }
                 }
             })
+        );
+    }
+
+    #[test]
+    fn a_custom_filter_carries_its_name_and_raw_config() {
+        let config = RawAny::new(
+            "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+            &json!({"max_request_bytes": 1024}),
+        )
+        .unwrap();
+        let filter = HttpFilter::custom("buffer", config);
+        assert_eq!(filter.name(), "buffer");
+        assert_eq!(
+            serde_json::to_value(&filter).unwrap(),
+            json!({
+                "name": "buffer",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                    "max_request_bytes": 1024
+                }
+            })
+        );
+        let renamed = HttpFilter::wasm(WasmFilter::new("p", "/p.wasm")).named("mesh-ingress");
+        assert_eq!(
+            serde_json::to_value(&renamed).unwrap()["name"],
+            "mesh-ingress"
         );
     }
 

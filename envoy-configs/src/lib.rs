@@ -29,13 +29,15 @@ mod http_filters;
 mod listener;
 mod route;
 mod server;
+mod xds;
 
-pub use any::{Any, Message, StringValue};
+pub use any::{Any, Message, RawAny, RawAnyError, StringValue};
 pub use bootstrap::{Admin, Bootstrap, Node, StaticResources};
 pub use cluster::{
-    AggregateClusterConfig, CircuitBreakers, Cluster, ClusterLoadAssignment, CustomClusterType,
-    DiscoveryType, DnsLookupFamily, Endpoint, LbEndpoint, LbPolicy, LocalityLbEndpoints,
-    OutlierDetection, RetryBudget, RoutingPriority, Thresholds, UpstreamHttpProtocol,
+    AggregateCluster, AggregateClusterConfig, CircuitBreakers, Cluster, ClusterLoadAssignment,
+    CustomClusterType, DnsLookupFamily, Endpoint, EndpointCluster, HealthCheck, LbEndpoint,
+    LbPolicy, LocalityLbEndpoints, OutlierDetection, RetryBudget, RoutingPriority, Static,
+    StaticCluster, StrictDns, StrictDnsCluster, Thresholds, UpstreamHttpProtocol,
 };
 pub use http_filters::{
     AdaptiveConcurrency, ConcurrencyLimitParams, FailurePolicy, GradientControllerConfig,
@@ -46,8 +48,10 @@ pub use listener::{
     HttpConnectionManager, Listener, SocketAddress, TrafficDirection,
 };
 pub use route::{
-    ClusterSpecifier, HeaderMatcher, PathMatch, PreviousHostsPredicate, PreviousPrioritiesConfig,
-    RetryHostPredicate, RetryOn, RetryPolicy, RetryPriority, Route, RouteAction,
-    RouteConfiguration, RouteMatch, StringMatcher, VirtualHost,
+    ClusterSpecifier, FilterConfig, HeaderMatcher, PathMatch, PerFilterConfig, PerFilterConfigs,
+    PreviousHostsPredicate, PreviousPrioritiesConfig, RegexMatcher, RetryHostPredicate, RetryOn,
+    RetryPolicy, RetryPriority, Route, RouteAction, RouteConfiguration, RouteMatch, StringMatcher,
+    VirtualHost,
 };
 pub use server::{OverloadManager, StatsConfig};
+pub use xds::{ConfigSource, DiscoveryResponse, DynamicResources};

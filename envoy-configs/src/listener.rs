@@ -338,6 +338,10 @@ impl Listener {
     }
 }
 
+impl Message for Listener {
+    const TYPE_URL: &'static str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+}
+
 /// Name of Envoy's HTTP connection manager network filter.
 const HTTP_CONNECTION_MANAGER: &str = "envoy.filters.network.http_connection_manager";
 

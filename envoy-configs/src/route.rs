@@ -1,10 +1,37 @@
 //! Route configuration: virtual hosts, routes (path/prefix + header matchers) and route actions
 //! (target cluster or cluster header, timeout, retry policy with priority/host retry plugins).
 
-use crate::any::{Any, Message};
+use crate::any::{Any, Message, RawAny};
 use crate::duration;
 use serde::{Serialize, Serializer};
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// `typed_per_filter_config` of a route or virtual host: per HTTP filter name (see
+/// [`crate::HttpFilter::name`]), what that filter does differently for these requests.
+pub type PerFilterConfigs = BTreeMap<String, PerFilterConfig>;
+
+/// One filter's per-route configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum PerFilterConfig {
+    /// `envoy.config.route.v3.FilterConfig`: the filter is skipped (or, for a filter marked
+    /// optional, its absence tolerated).
+    Filter(Any<FilterConfig>),
+    /// The filter's own per-route message (e.g. a fault filter's `HTTPFault`), by type URL.
+    Raw(RawAny),
+}
+
+/// `envoy.config.route.v3.FilterConfig`: per-route switches any HTTP filter honours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FilterConfig {
+    /// The filter does not run for these requests.
+    pub disabled: bool,
+}
+
+impl Message for FilterConfig {
+    const TYPE_URL: &'static str = "type.googleapis.com/envoy.config.route.v3.FilterConfig";
+}
 
 /// `envoy.config.route.v3.RouteConfiguration`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -61,6 +88,8 @@ pub struct VirtualHost {
     name: String,
     domains: Vec<String>,
     routes: Vec<Route>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    typed_per_filter_config: PerFilterConfigs,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     include_request_attempt_count: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -77,6 +106,7 @@ impl VirtualHost {
             name: name.into(),
             domains: domains.into_iter().map(Into::into).collect(),
             routes: Vec::new(),
+            typed_per_filter_config: PerFilterConfigs::new(),
             include_request_attempt_count: false,
             include_attempt_count_in_response: false,
         }
@@ -96,6 +126,13 @@ impl VirtualHost {
         self
     }
 
+    /// Configures HTTP filter `filter` differently for this virtual host's requests (a route's
+    /// own entry for the filter wins).
+    pub fn per_filter_config(mut self, filter: impl Into<String>, config: PerFilterConfig) -> Self {
+        self.typed_per_filter_config.insert(filter.into(), config);
+        self
+    }
+
     /// The routes, in match order.
     pub fn routes(&self) -> &[Route] {
         &self.routes
@@ -108,6 +145,8 @@ pub struct Route {
     #[serde(rename = "match")]
     route_match: RouteMatch,
     route: RouteAction,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    typed_per_filter_config: PerFilterConfigs,
 }
 
 impl Route {
@@ -127,7 +166,24 @@ impl Route {
         Self {
             route_match,
             route: action,
+            typed_per_filter_config: PerFilterConfigs::new(),
         }
+    }
+
+    /// Configures HTTP filter `filter` (its name in the chain) differently for this route's
+    /// requests.
+    pub fn per_filter_config(mut self, filter: impl Into<String>, config: PerFilterConfig) -> Self {
+        self.typed_per_filter_config.insert(filter.into(), config);
+        self
+    }
+
+    /// Skips HTTP filter `filter` for this route's requests (e.g. a health check path that no
+    /// protection should count).
+    pub fn disable_filter(self, filter: impl Into<String>) -> Self {
+        self.per_filter_config(
+            filter,
+            PerFilterConfig::Filter(Any(FilterConfig { disabled: true })),
+        )
     }
 
     /// Sets the whole-request timeout (Envoy's default is 15 s; zero disables it).
@@ -255,7 +311,7 @@ impl HeaderMatcher {
     }
 }
 
-/// `envoy.type.matcher.v3.StringMatcher` (the non-regex forms).
+/// `envoy.type.matcher.v3.StringMatcher`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StringMatcher {
@@ -267,6 +323,25 @@ pub enum StringMatcher {
     Suffix(String),
     /// Contains the string.
     Contains(String),
+    /// Matches the RE2 regular expression (see [`StringMatcher::regex`]).
+    SafeRegex(RegexMatcher),
+}
+
+impl StringMatcher {
+    /// Matches the RE2 regular expression `regex` (Envoy rejects the config if it does not
+    /// compile).
+    pub fn regex(regex: impl Into<String>) -> Self {
+        Self::SafeRegex(RegexMatcher {
+            regex: regex.into(),
+        })
+    }
+}
+
+/// `envoy.type.matcher.v3.RegexMatcher` (RE2, Envoy's only engine).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RegexMatcher {
+    /// The RE2 expression.
+    pub regex: String,
 }
 
 /// `envoy.config.route.v3.RouteAction` (cluster forwarding only).
@@ -613,6 +688,39 @@ mod tests {
         );
         let parsed: RetryOn = serde_json::from_value(json!("resource-exhausted")).unwrap();
         assert_eq!(parsed, RetryOn::ResourceExhausted);
+    }
+
+    #[test]
+    fn per_filter_configs_are_keyed_by_filter_name_on_routes_and_hosts() {
+        let fault = RawAny::new(
+            "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+            &json!({"abort": {"http_status": 429, "percentage": {"numerator": 100}}}),
+        )
+        .unwrap();
+        let route = Route::prefix("/")
+            .to_cluster("c")
+            .disable_filter("shed")
+            .per_filter_config("fault", PerFilterConfig::Raw(fault.clone()));
+        assert_eq!(
+            to_value(&route)["typed_per_filter_config"],
+            json!({
+                "fault": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+                    "abort": {"http_status": 429, "percentage": {"numerator": 100}}
+                },
+                "shed": {"@type": FilterConfig::TYPE_URL, "disabled": true}
+            })
+        );
+        assert!(to_value(&Route::prefix("/").to_cluster("c"))
+            .get("typed_per_filter_config")
+            .is_none());
+        let host =
+            VirtualHost::new("v", ["*"]).per_filter_config("fault", PerFilterConfig::Raw(fault));
+        assert_eq!(
+            serde_json::to_value(host).unwrap()["typed_per_filter_config"]["fault"]["abort"]
+                ["http_status"],
+            429
+        );
     }
 
     #[test]

@@ -79,6 +79,112 @@ fn a_filter_config_error_is_caught_by_the_filters_own_type() {
 }
 
 #[test]
+fn every_filter_is_checked_by_its_own_type_and_a_role_section_keeps_field_paths() {
+    let cases = [
+        ("drain_signal: {path: drain}", "filters.drain_signal.path"),
+        (
+            "sandbox_router: {trusted_sources: [nonsense]}",
+            "filters.sandbox_router.trusted_sources[0]",
+        ),
+        (
+            "entity_cache: {breaker: {cool_down_ms: 1}}",
+            "filters.entity_cache.breaker.cool_down_ms",
+        ),
+        (
+            "retry_budget: {client: {ratio: 2}}",
+            "filters.retry_budget.client.ratio",
+        ),
+        (
+            "retry_budget: {server: {buckets: 0}}",
+            "filters.retry_budget.server.buckets",
+        ),
+        (
+            "retry_budget: {server: {budget: 1}}",
+            "filters.retry_budget.server.budget",
+        ),
+        (
+            "retry_budget: {server: {role: both}}",
+            "filters.retry_budget.server.role",
+        ),
+    ];
+    for (section, path) in cases {
+        let err = error(&format!("{MINIMAL}filters:\n  {section}\n"));
+        assert_eq!(err.path, path, "{section}: {err}");
+    }
+}
+
+/// What a plugin receives for `filter` on `listener`: its section of the suite's configuration.
+fn plugin_section(bootstrap: &Value, listener: &str, filter: &str) -> Value {
+    let plugin = &hcm(bootstrap, listener)["http_filters"][0]["typed_config"]["config"];
+    let config: Value =
+        serde_json::from_str(plugin["configuration"]["value"].as_str().unwrap()).unwrap();
+    config["filters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|section| section["filter"] == filter)
+        .unwrap_or_else(|| panic!("{filter} not on {listener}"))["config"]
+        .clone()
+}
+
+#[test]
+fn each_plugin_reads_back_exactly_the_config_its_spec_section_gave() {
+    let spec = format!(
+        "{MINIMAL}filters:\n  drain_signal: {{delay_ms: 1500, token: s3cret, gradual_window_ms: 2000}}\n  \
+         load_shedder: {{dry_run: true}}\n  \
+         retry_budget: {{server: {{retry_header: x-attempt}}, client: {{ratio: 0.1, key: authority}}}}\n  \
+         sandbox_router: {{sandboxes: {{feature-x: sandbox_x}}, trusted_sources: [10.0.0.0/8, 127.0.0.1], unknown_key: not_found, \
+         registry: {{cluster: registry, path: /sandboxes}}}}\n  \
+         entity_cache: {{rules: [{{grpc_method: catalog.Catalog/*, cache_cluster: cache, origin_cluster: catalog}}], breaker: {{latency_threshold_ms: null}}}}\n"
+    );
+    let parsed = parse(&spec).unwrap();
+    let (bootstrap, _) = rendered(&spec, Modules::Suite);
+    let filters = &parsed.filters;
+
+    let drain: drain_signal::config::DrainConfig =
+        serde_json::from_value(plugin_section(&bootstrap, "ingress", "drain-signal")).unwrap();
+    assert_eq!(&drain, &filters.drain_signal.as_ref().unwrap().0);
+    assert_eq!(drain.delay_ms.as_millis(), 1500);
+
+    let shedder: load_shedder::config::ShedderConfig =
+        serde_json::from_value(plugin_section(&bootstrap, "ingress", "load-shedder")).unwrap();
+    assert_eq!(&shedder, &filters.load_shedder.as_ref().unwrap().0);
+
+    let budgets = filters.retry_budget.as_ref().unwrap();
+    for (listener, written, role) in [
+        (
+            "ingress",
+            &budgets.server.as_ref().unwrap().config,
+            retry_budget::config::Role::Server,
+        ),
+        (
+            "egress",
+            &budgets.client.as_ref().unwrap().config,
+            retry_budget::config::Role::Client,
+        ),
+    ] {
+        let budget: retry_budget::config::RetryBudgetConfig =
+            serde_json::from_value(plugin_section(&bootstrap, listener, "retry-budget")).unwrap();
+        assert_eq!(&budget, written, "{listener}");
+        assert_eq!(budget.role, role);
+    }
+
+    let sandbox_section = plugin_section(&bootstrap, "ingress", "sandbox-router");
+    assert_eq!(
+        sandbox_section["trusted_sources"],
+        json!(["10.0.0.0/8", "127.0.0.1/32"])
+    );
+    let sandbox: sandbox_router::config::SandboxConfig =
+        serde_json::from_value(sandbox_section).unwrap();
+    assert_eq!(&sandbox, &filters.sandbox_router.as_ref().unwrap().0);
+
+    let cache: entity_cache::config::EntityCacheConfig =
+        serde_json::from_value(plugin_section(&bootstrap, "egress", "entity-cache")).unwrap();
+    assert_eq!(&cache, &filters.entity_cache.as_ref().unwrap().0);
+    assert_eq!(cache.breaker.latency_threshold_ms, None);
+}
+
+#[test]
 fn a_wrong_type_names_the_field_in_yaml_and_json() {
     let err = error("service: orders\napp:\n  port: eighty\n  protocol: http1\n");
     assert_eq!((err.path.as_str(), err.line), ("app.port", Some(3)));
@@ -250,6 +356,74 @@ fn each_dependency_gets_a_strict_dns_cluster_and_a_route_with_its_timeout() {
     assert_eq!(route["timeout"], "0.800s");
     assert_eq!(route["retry_policy"]["num_retries"], 2);
     assert_eq!(route["retry_policy"]["retry_on"], "unavailable");
+}
+
+#[test]
+fn dependency_clusters_eject_failing_endpoints_and_run_declared_health_checks() {
+    let (bootstrap, _) = rendered(
+        &format!(
+            "{MINIMAL}dependencies:\n  - {{name: ledger, address: l, port: 1, protocol: grpc, timeout_ms: 100, health_check: {{interval_ms: 2000, timeout_ms: 500}}}}\n  - {{name: mail, address: m, port: 2, protocol: http2, timeout_ms: 100, health_check: {{path: /healthz}}}}\n  - {{name: audit, address: a, port: 3, protocol: http1, timeout_ms: 100}}\n"
+        ),
+        Modules::Suite,
+    );
+    for name in ["egress_ledger", "egress_mail", "egress_audit"] {
+        let detection = &cluster(&bootstrap, name)["outlier_detection"];
+        assert_eq!(
+            detection["split_external_local_origin_errors"], true,
+            "{name}"
+        );
+        assert_eq!(detection["enforcing_consecutive_5xx"], 0, "{name}");
+    }
+    let ledger = &cluster(&bootstrap, "egress_ledger")["health_checks"];
+    assert_eq!(ledger[0]["grpc_health_check"], json!({}));
+    assert_eq!(ledger[0]["interval"], "2s");
+    assert_eq!(ledger[0]["timeout"], "0.500s");
+    let mail = &cluster(&bootstrap, "egress_mail")["health_checks"];
+    assert_eq!(
+        mail[0]["http_health_check"],
+        json!({"path": "/healthz", "codec_client_type": "HTTP2"})
+    );
+    assert_eq!(mail[0]["interval"], "5s");
+    assert!(cluster(&bootstrap, "egress_audit")
+        .get("health_checks")
+        .is_none());
+}
+
+#[test]
+fn a_health_check_must_fit_the_dependency_protocol() {
+    let dep = |protocol: &str, check: &str| {
+        format!(
+            "{MINIMAL}dependencies:\n  - {{name: d, address: a, port: 1, protocol: {protocol}, timeout_ms: 100, health_check: {check}}}\n"
+        )
+    };
+    let cases = [
+        (
+            "grpc",
+            "{path: /healthz}",
+            "dependencies[0].health_check.path",
+        ),
+        ("http1", "{}", "dependencies[0].health_check.path"),
+        (
+            "http2",
+            "{path: healthz}",
+            "dependencies[0].health_check.path",
+        ),
+        (
+            "grpc",
+            "{interval_ms: 0}",
+            "dependencies[0].health_check.interval_ms",
+        ),
+        (
+            "grpc",
+            "{interval_ms: 100, timeout_ms: 200}",
+            "dependencies[0].health_check.timeout_ms",
+        ),
+        ("grpc", "{every: 1}", "dependencies[0].health_check.every"),
+    ];
+    for (protocol, check, path) in cases {
+        let err = error(&dep(protocol, check));
+        assert_eq!(err.path, path, "{protocol} {check}: {err}");
+    }
 }
 
 #[test]

@@ -9,6 +9,7 @@ use envoy_configs::compose::render::{
     local_wasm_dir, render, Modules, RenderOptions, Rendered, DEFAULT_WASM_DIR,
 };
 use envoy_configs::compose::spec::{ServiceSpec, SpecFormat};
+use envoy_configs::compose::xds;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -64,6 +65,32 @@ enum Command {
     Validate {
         /// The service spec (.yaml/.yml or .json).
         spec: PathBuf,
+        #[command(flatten)]
+        packaging: Packaging,
+    },
+    /// Write SPEC's sidecar as file-based xDS into DIR, for an Envoy that picks up changes
+    /// without restarting: `bootstrap.yaml` (run `envoy -c DIR/bootstrap.yaml --drain-strategy
+    /// immediate`), `cds.yaml` (clusters) and `lds.yaml` (listeners).
+    ///
+    /// Re-run it after changing the spec: if an Envoy answers on the spec's admin port, the update
+    /// is ordered so no route ever names a cluster Envoy has not warmed (a route update landing
+    /// first is rejected): CDS with the new clusters added (removed ones kept), wait until Envoy
+    /// accepted it and warmed them; then LDS, wait until accepted; then CDS without the removed
+    /// clusters. Each file is renamed into place, so Envoy never reads half a file. A rejected
+    /// update or a passed --timeout-s stops with an error naming the file. Changes to the
+    /// bootstrap itself (admin, stats, overload) need an Envoy restart.
+    Xds {
+        /// The service spec (.yaml/.yml or .json).
+        spec: PathBuf,
+        /// The directory Envoy reads (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where the sidecar finds the .wasm modules.
+        #[arg(long, default_value = DEFAULT_WASM_DIR)]
+        wasm_dir: PathBuf,
+        /// How long Envoy gets to accept and warm each update.
+        #[arg(long, default_value_t = 30)]
+        timeout_s: u64,
         #[command(flatten)]
         packaging: Packaging,
     },
@@ -204,6 +231,29 @@ fn run(cli: Cli) -> Result<(), String> {
                     rejected.output
                 )),
             }
+        }
+        Command::Xds {
+            spec,
+            dir,
+            wasm_dir,
+            timeout_s,
+            packaging,
+        } => {
+            let (_, rendered) = load_and_render(&spec, wasm_dir, &packaging)?;
+            print_notes(&rendered);
+            let written = xds::write(&rendered, &dir, std::time::Duration::from_secs(timeout_s))
+                .map_err(|err| err.to_string())?;
+            if !written.envoy_running {
+                println!(
+                    "no Envoy answers on admin port {}: files written in order (a starting Envoy \
+                     loads CDS before LDS)",
+                    rendered.bootstrap.admin_port()
+                );
+            }
+            for step in &written.steps {
+                println!("{step}");
+            }
+            Ok(())
         }
         Command::Dashboard {
             spec,

@@ -2,7 +2,7 @@
 //! plain language.
 
 use super::chain::Side;
-use super::render::{Rendered, ADMIN_CLUSTER, APP_CLUSTER};
+use super::render::{Rendered, ADMIN_CLUSTER, APP_CLUSTER, EJECT_AFTER_LOCAL_FAILURES};
 use super::spec::{Protocol, ServiceSpec};
 use crate::FailurePolicy;
 use load_shedder::config::ShedderConfig;
@@ -59,9 +59,22 @@ pub fn explain(spec: &ServiceSpec, rendered: &Rendered) -> String {
                 on.join(", ")
             )
         };
+        let checked = match &dependency.health_check {
+            None => String::new(),
+            Some(check) => format!(
+                "; each endpoint checked every {} ms ({}), out of rotation after 3 failed checks",
+                check.interval_ms,
+                check
+                    .path
+                    .as_ref()
+                    .map_or("gRPC health".to_owned(), |path| format!("GET {path}"))
+            ),
+        };
         line(format!(
             "  Host {} -> {}:{} ({}, DNS-resolved): gives up after {} ms like the app; {}; the \
-             attempt count travels in x-envoy-attempt-count",
+             attempt count travels in x-envoy-attempt-count; an endpoint failing \
+             {EJECT_AFTER_LOCAL_FAILURES} connections in a row is ejected (never for its \
+             answers: a shedding callee keeps its share){checked}",
             dependency.name,
             dependency.address,
             dependency.port,
@@ -75,7 +88,7 @@ pub fn explain(spec: &ServiceSpec, rendered: &Rendered) -> String {
     line(format!(
         "the proxy itself: circuit breakers off (filters decide what is refused); the overload \
          manager answers 503 past 98 % of {} MiB heap and caps connections at {}; only {} stat \
-         prefixes exist (bounded metrics cost)",
+         patterns exist (bounded metrics cost)",
         spec.overload.max_heap_mb,
         spec.overload.max_downstream_connections,
         rendered

@@ -1,5 +1,6 @@
 //! The composer: a service spec ([`spec`]) becomes a sidecar bootstrap with the mesh filters wired
-//! in ([`render`]), explained in plain language ([`explain`]). The `mesh-bootstrap` CLI drives it.
+//! in ([`render`]), explained in plain language ([`explain`]), or served to a running sidecar as
+//! file-based xDS ([`xds`]). The `mesh-bootstrap` CLI drives it.
 //!
 //! A filter joins with three small additions: its config type as a section of
 //! [`spec::FilterSpecs`] (and a line in [`spec::FilterSpecs::sections`]), its slot(s) in
@@ -12,3 +13,4 @@ pub mod explain;
 pub mod k8s;
 pub mod render;
 pub mod spec;
+pub mod xds;

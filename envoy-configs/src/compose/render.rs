@@ -3,10 +3,11 @@
 //! README's "The rendered sidecar" for the reason behind each).
 
 use super::chain::{on_both_sides, Side, Slot, CHAIN};
-use super::spec::{FilterSection, Protocol, ServiceSpec, SpecError};
+use super::spec::{Dependency, FilterSection, Protocol, ServiceSpec, SpecError};
 use crate::{
-    Bootstrap, Cluster, FailurePolicy, Listener, OverloadManager, RetryPolicy, Route, StatsConfig,
-    StringMatcher, Thresholds, UpstreamHttpProtocol, VirtualHost, WasmFilter,
+    Bootstrap, Cluster, FailurePolicy, HealthCheck, Listener, OutlierDetection, OverloadManager,
+    RetryPolicy, Route, StatsConfig, StrictDnsCluster, StringMatcher, Thresholds,
+    UpstreamHttpProtocol, VirtualHost, WasmFilter,
 };
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -116,12 +117,6 @@ pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, S
                 continue;
             }
         };
-        if !section.checked {
-            notes.push(format!(
-                "`{}`: passed to {} as written; only its module checks it (run `mesh-bootstrap validate`)",
-                section.field, section.filter
-            ));
-        }
         let in_suite = suite_filters.contains(&section.filter);
         let slots = CHAIN.iter().filter(|slot| {
             slot.filter == section.filter && section.side.is_none_or(|side| side == slot.side)
@@ -172,7 +167,7 @@ pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, S
     );
     let mut bootstrap = Bootstrap::new(spec.admin.port)
         .node(format!("{}-sidecar", spec.service), spec.service.clone())
-        .stats_config(stats_inclusion_list(spec))
+        .stats_config(stats_inclusion_list())
         .overload_manager(OverloadManager::protect_proxy(
             spec.overload.max_heap_mb.saturating_mul(1 << 20),
             spec.overload.max_downstream_connections,
@@ -206,12 +201,7 @@ pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, S
                 .include_attempt_counts()
                 .route(route),
         );
-        bootstrap = bootstrap.cluster(
-            Cluster::strict_dns(cluster, [(dependency.address.clone(), dependency.port)])
-                .upstream_protocol(upstream_protocol(dependency.protocol))
-                .max_connection_duration(Duration::from_secs(spec.egress.max_connection_duration_s))
-                .circuit_breaker(Thresholds::unlimited()),
-        );
+        bootstrap = bootstrap.cluster(dependency_cluster_of(spec, dependency));
     }
     let prometheus = Listener::http(PROMETHEUS_LISTENER, spec.admin.prometheus_port)
         .address(SocketAddr::from((
@@ -232,7 +222,39 @@ pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, S
 
 /// The cluster of dependency `name`.
 pub fn dependency_cluster(name: &str) -> String {
-    format!("egress_{name}")
+    format!("{DEPENDENCY_CLUSTER_PREFIX}{name}")
+}
+
+/// What every dependency's cluster name starts with.
+const DEPENDENCY_CLUSTER_PREFIX: &str = "egress_";
+
+/// Local-origin failures (connect failures, resets, timeouts) in a row that eject an endpoint of
+/// a dependency.
+pub const EJECT_AFTER_LOCAL_FAILURES: u32 = 5;
+
+/// A dependency's cluster: STRICT_DNS over its address, speaking its protocol, connections
+/// retired before the server's limit, circuit breakers off, endpoints that keep failing
+/// connections ejected, and its active health check if the spec declares one.
+fn dependency_cluster_of(spec: &ServiceSpec, dependency: &Dependency) -> StrictDnsCluster {
+    let mut cluster = Cluster::strict_dns(
+        dependency_cluster(&dependency.name),
+        [(dependency.address.clone(), dependency.port)],
+    )
+    .upstream_protocol(upstream_protocol(dependency.protocol))
+    .max_connection_duration(Duration::from_secs(spec.egress.max_connection_duration_s))
+    .circuit_breaker(Thresholds::unlimited())
+    .outlier_detection(OutlierDetection::local_origin_failures(
+        EJECT_AFTER_LOCAL_FAILURES,
+    ));
+    if let Some(check) = &dependency.health_check {
+        let interval = Duration::from_millis(check.interval_ms);
+        let timeout = Duration::from_millis(check.timeout_ms);
+        cluster = cluster.health_check(match &check.path {
+            Some(path) => HealthCheck::http(path.clone(), interval, timeout),
+            None => HealthCheck::grpc("", interval, timeout),
+        });
+    }
+    cluster
 }
 
 /// Packs one listener's placed filters into plugins with their configuration documents.
@@ -349,36 +371,60 @@ fn upstream_protocol(protocol: Protocol) -> UpstreamHttpProtocol {
     }
 }
 
-/// The stats that exist: request, connection and health stats of both listeners and every
-/// cluster of the spec, the mesh filters' metrics, and the proxy's own health. Everything else
-/// (per-listener, per-worker, per-codec detail) is never created.
-fn stats_inclusion_list(spec: &ServiceSpec) -> StatsConfig {
-    let mut prefixes: Vec<String> = Vec::new();
+/// The stats of a cluster that exist (see [`stats_inclusion_list`]).
+const CLUSTER_STATS: &[&str] = &[
+    "upstream_rq_",
+    "upstream_cx_connect_fail",
+    "membership_healthy",
+    "outlier_detection.ejections_active",
+];
+
+/// The stats that exist: request, connection and health stats of both listeners, of the app's
+/// cluster and of every dependency's (by pattern, so a dependency added later through
+/// `mesh-bootstrap xds` has them too), the mesh filters' metrics, configuration updates (a
+/// rejected one is a failed rollout), and the proxy's own health. Everything else (per-listener,
+/// per-worker, per-codec detail) is never created.
+fn stats_inclusion_list() -> StatsConfig {
+    let mut patterns: Vec<StringMatcher> = Vec::new();
     for side in [Side::Ingress, Side::Egress] {
-        prefixes.push(format!("http.{}.downstream_rq_", side.as_str()));
-        prefixes.push(format!("http.{}.downstream_cx_active", side.as_str()));
+        patterns.push(StringMatcher::Prefix(format!(
+            "http.{}.downstream_rq_",
+            side.as_str()
+        )));
+        patterns.push(StringMatcher::Prefix(format!(
+            "http.{}.downstream_cx_active",
+            side.as_str()
+        )));
     }
-    let clusters = std::iter::once(APP_CLUSTER.to_owned()).chain(
-        spec.dependencies
-            .iter()
-            .map(|d| dependency_cluster(&d.name)),
-    );
-    for cluster in clusters {
-        prefixes.push(format!("cluster.{cluster}.upstream_rq_"));
-        prefixes.push(format!("cluster.{cluster}.upstream_cx_connect_fail"));
-        prefixes.push(format!("cluster.{cluster}.membership_healthy"));
+    for stat in CLUSTER_STATS {
+        patterns.push(StringMatcher::Prefix(format!(
+            "cluster.{APP_CLUSTER}.{stat}"
+        )));
     }
-    prefixes.extend(
+    let dependency_stats: Vec<String> = CLUSTER_STATS
+        .iter()
+        .map(|stat| stat.replace('.', r"\."))
+        .collect();
+    // Envoy's regex matchers match the whole name.
+    patterns.push(StringMatcher::regex(format!(
+        r"cluster\.{DEPENDENCY_CLUSTER_PREFIX}[a-z0-9-]+\.({}).*",
+        dependency_stats.join("|")
+    )));
+    patterns.extend(
         [
             "wasmcustom.mesh.",
             "server.live",
             "server.memory_allocated",
             "server.uptime",
             "overload.",
+            "cluster_manager.cds.update_",
+            "cluster_manager.warming_clusters",
+            "listener_manager.lds.update_",
+            "listener_manager.total_listeners_warming",
         ]
-        .map(str::to_owned),
+        .map(|prefix| StringMatcher::Prefix(prefix.to_owned())),
     );
-    StatsConfig::inclusion_list(prefixes.into_iter().map(StringMatcher::Prefix))
+    StatsConfig::inclusion_list(patterns)
 }
 
 /// Checks that every module `rendered` loads is built in this checkout and fresh, and returns

@@ -5,8 +5,12 @@
 
 use super::chain::Side;
 use crate::RetryOn;
+use drain_signal::config::DrainConfig;
+use entity_cache::config::EntityCacheConfig;
 use load_shedder::config::ShedderConfig;
-use meshkit::config::Validate;
+use meshkit::config::{ConfigError, Validate};
+use retry_budget::config::{RetryBudgetConfig, Role};
+use sandbox_router::config::SandboxConfig;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
@@ -172,17 +176,17 @@ impl Default for OverloadSpec {
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FilterSpecs {
-    /// drain-signal: configuration passed through unchecked.
-    pub drain_signal: Option<Unchecked>,
+    /// drain-signal: `drain_signal::config::DrainConfig`.
+    pub drain_signal: Option<Checked<DrainConfig>>,
     /// load-shedder: `load_shedder::config::ShedderConfig`.
     pub load_shedder: Option<Checked<ShedderConfig>>,
-    /// retry-budget: one configuration per role (`server`: ingress, `client`: egress), each
-    /// passed through unchecked with its `role` set by the composer.
-    pub retry_budget: Option<ByRole<Unchecked>>,
-    /// sandbox-router (planned; its sandboxes): configuration passed through unchecked.
-    pub sandbox_router: Option<Unchecked>,
-    /// entity-cache: configuration passed through unchecked.
-    pub entity_cache: Option<Unchecked>,
+    /// retry-budget: one `retry_budget::config::RetryBudgetConfig` per role (`server`: ingress,
+    /// `client`: egress), its `role` set by the section.
+    pub retry_budget: Option<ByRole>,
+    /// sandbox-router: `sandbox_router::config::SandboxConfig` (its sandboxes).
+    pub sandbox_router: Option<Checked<SandboxConfig>>,
+    /// entity-cache: `entity_cache::config::EntityCacheConfig` (its cache rules).
+    pub entity_cache: Option<Checked<EntityCacheConfig>>,
 }
 
 /// One configured filter section of a spec.
@@ -194,22 +198,20 @@ pub struct FilterSection {
     pub field: &'static str,
     /// The configuration the plugin receives.
     pub config: serde_json::Value,
-    /// Whether the filter's own config type checked it (`false`: passed through as written).
-    pub checked: bool,
     /// The listener it is for, when the filter has a section per listener (`None`: each of the
     /// filter's listeners).
     pub side: Option<Side>,
 }
 
-/// A filter configured per role: `server` on the ingress listener, `client` on the egress one.
-/// The composer sets each configuration's `role`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// retry-budget configured per role: `server` on the ingress listener, `client` on the egress
+/// one; each section's key sets the configuration's `role`.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ByRole<T> {
+pub struct ByRole {
     /// The ingress (server role) instance; absent: none.
-    pub server: Option<T>,
+    pub server: Option<InRole<ServerRole>>,
     /// The egress (client role) instance; absent: none.
-    pub client: Option<T>,
+    pub client: Option<InRole<ClientRole>>,
 }
 
 impl FilterSpecs {
@@ -229,12 +231,7 @@ impl FilterSpecs {
             &self.load_shedder,
         )?;
         if let Some(by_role) = &self.retry_budget {
-            by_role_sections(
-                &mut sections,
-                "retry-budget",
-                "filters.retry_budget",
-                by_role,
-            )?;
+            by_role_sections(&mut sections, "retry-budget", by_role)?;
         }
         section(
             &mut sections,
@@ -252,7 +249,7 @@ impl FilterSpecs {
     }
 }
 
-fn section<T: FilterConfig>(
+fn section<T: Serialize>(
     sections: &mut Vec<FilterSection>,
     filter: &'static str,
     field: &'static str,
@@ -268,63 +265,31 @@ fn section<T: FilterConfig>(
             filter,
             field,
             config: value,
-            checked: T::CHECKED,
             side: None,
         });
     }
     Ok(())
 }
 
-impl<T> Default for ByRole<T> {
-    fn default() -> Self {
-        Self {
-            server: None,
-            client: None,
-        }
-    }
-}
-
-fn by_role_sections<T: FilterConfig>(
+fn by_role_sections(
     sections: &mut Vec<FilterSection>,
     filter: &'static str,
-    field: &'static str,
-    by_role: &ByRole<T>,
+    by_role: &ByRole,
 ) -> Result<(), SpecError> {
-    let roles = [
-        ("server", Side::Ingress, &by_role.server),
-        ("client", Side::Egress, &by_role.client),
-    ];
-    for (role, side, config) in roles {
-        let start = sections.len();
-        section(sections, filter, field, config)?;
-        if let Some(added) = sections.get_mut(start) {
-            let path = format!("{field}.{role}");
-            let serde_json::Value::Object(object) = &mut added.config else {
-                return Err(invalid(&path, "must be a mapping"));
-            };
-            match object.get("role") {
-                Some(given) if given != role => {
-                    return Err(invalid(
-                        &format!("{path}.role"),
-                        format!("{given} contradicts the section: `{role}` (or leave it out)"),
-                    ));
-                }
-                _ => object.insert("role".to_owned(), role.into()),
-            };
-            added.side = Some(side);
-            added.field = match role {
-                "server" => "filters.retry_budget.server",
-                _ => "filters.retry_budget.client",
-            };
+    let server = by_role.server.as_ref().map(|in_role| &in_role.config);
+    let client = by_role.client.as_ref().map(|in_role| &in_role.config);
+    for (config, side, field) in [
+        (server, Side::Ingress, "filters.retry_budget.server"),
+        (client, Side::Egress, "filters.retry_budget.client"),
+    ] {
+        section(sections, filter, field, &config)?;
+        if config.is_some() {
+            if let Some(added) = sections.last_mut() {
+                added.side = Some(side);
+            }
         }
     }
     Ok(())
-}
-
-/// A filter section's type: serializes to the plugin's configuration.
-pub trait FilterConfig: Serialize {
-    /// Whether the filter's own config type checks it.
-    const CHECKED: bool;
 }
 
 /// Starts a [`Checked`] validation error: the field path inside the section follows, up to "`: ".
@@ -338,20 +303,23 @@ pub struct Checked<T>(pub T);
 impl<'de, T: Deserialize<'de> + Validate> Deserialize<'de> for Checked<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let config = T::deserialize(deserializer)?;
-        config.validate().map_err(|err| {
-            let got = if err.value.is_empty() {
-                String::new()
-            } else {
-                format!(" (got {})", err.value)
-            };
-            // `path`: message — `ServiceSpec::parse` appends the path to the section's.
-            serde::de::Error::custom(format!(
-                "{CHECKED_PATH_MARK}{}`: {}{got}",
-                err.path, err.message
-            ))
-        })?;
+        config.validate().map_err(validation_error)?;
         Ok(Self(config))
     }
+}
+
+/// A filter's validation error as a deserializer error whose path `ServiceSpec::parse` appends
+/// to the section's.
+fn validation_error<E: serde::de::Error>(err: ConfigError) -> E {
+    let got = if err.value.is_empty() {
+        String::new()
+    } else {
+        format!(" (got {})", err.value)
+    };
+    E::custom(format!(
+        "{CHECKED_PATH_MARK}{}`: {}{got}",
+        err.path, err.message
+    ))
 }
 
 impl<T: Serialize> Serialize for Checked<T> {
@@ -360,18 +328,72 @@ impl<T: Serialize> Serialize for Checked<T> {
     }
 }
 
-impl<T: Serialize> FilterConfig for Checked<T> {
-    const CHECKED: bool = true;
+/// Which role a per-role section ([`ByRole`]) is for.
+pub trait SectionRole {
+    /// The role the section's configuration gets.
+    const ROLE: Role;
+    /// Its spelling.
+    const NAME: &'static str;
 }
 
-/// The configuration of a filter whose crate the composer does not link yet: any JSON value,
-/// handed to the module as written (the module checks it when it loads).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(transparent)]
-pub struct Unchecked(pub serde_json::Value);
+/// The `server` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerRole;
 
-impl FilterConfig for Unchecked {
-    const CHECKED: bool = false;
+impl SectionRole for ServerRole {
+    const ROLE: Role = Role::Server;
+    const NAME: &'static str = "server";
+}
+
+/// The `client` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientRole;
+
+impl SectionRole for ClientRole {
+    const ROLE: Role = Role::Client;
+    const NAME: &'static str = "client";
+}
+
+/// retry-budget's own configuration in the section of role `R`: its `role` left out (the
+/// section sets it) or agreeing, then checked as [`Checked`] for that role. Errors name the
+/// field inside the section; their line is the section's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InRole<R> {
+    /// The configuration, with `role` set.
+    pub config: RetryBudgetConfig,
+    role: std::marker::PhantomData<R>,
+}
+
+impl<'de, R: SectionRole> Deserialize<'de> for InRole<R> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut fields = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        let field_error = |path: &str, message: String| {
+            D::Error::custom(format!("{CHECKED_PATH_MARK}{path}`: {message}"))
+        };
+        if let Some(given) = fields.remove("role") {
+            let role =
+                Role::deserialize(&given).map_err(|err| field_error("role", err.to_string()))?;
+            if role != R::ROLE {
+                return Err(field_error(
+                    "role",
+                    format!(
+                        "{given} contradicts the section: `{}` (or leave it out)",
+                        R::NAME
+                    ),
+                ));
+            }
+        }
+        let mut config: RetryBudgetConfig =
+            serde_path_to_error::deserialize(serde_json::Value::Object(fields))
+                .map_err(|err| field_error(&err.path().to_string(), err.inner().to_string()))?;
+        config.role = R::ROLE;
+        config.validate().map_err(validation_error)?;
+        Ok(Self {
+            config,
+            role: std::marker::PhantomData,
+        })
+    }
 }
 
 /// A service this one calls.
@@ -392,6 +414,35 @@ pub struct Dependency {
     /// Retries the sidecar makes.
     #[serde(default)]
     pub retry: RetrySpec,
+    /// Active health checking of its endpoints (absent: none; endpoints that fail connections
+    /// are still ejected by outlier detection).
+    #[serde(default)]
+    pub health_check: Option<HealthCheckSpec>,
+}
+
+/// Active health checking of a dependency's endpoints by this sidecar: every sidecar of the
+/// service checks every endpoint, so keep the interval long for dependencies with many callers.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    /// HTTP dependencies: the path a `GET` must answer 2xx on (required). gRPC dependencies use
+    /// the gRPC health checking protocol and take no path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Time between checks of one endpoint (default 5000).
+    #[serde(default = "default_health_interval_ms")]
+    pub interval_ms: u64,
+    /// A check not answered in this time failed (default 1000; at most `interval_ms`).
+    #[serde(default = "default_health_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_health_interval_ms() -> u64 {
+    5000
+}
+
+fn default_health_timeout_ms() -> u64 {
+    1000
 }
 
 impl Dependency {
@@ -594,6 +645,9 @@ impl ServiceSpec {
                     "retries need at least one condition",
                 ));
             }
+            if let Some(check) = &dependency.health_check {
+                check.validate(dependency.protocol, &at)?;
+            }
             if let Some(per_try) = retry.per_try_timeout_ms {
                 positive(&at("retry.per_try_timeout_ms"), per_try)?;
                 if per_try > dependency.timeout_ms {
@@ -603,6 +657,42 @@ impl ServiceSpec {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+}
+
+impl HealthCheckSpec {
+    fn validate(&self, protocol: Protocol, at: &dyn Fn(&str) -> String) -> Result<(), SpecError> {
+        match (protocol, &self.path) {
+            (Protocol::Grpc, Some(_)) => return Err(invalid(
+                &at("health_check.path"),
+                "a gRPC dependency is checked with grpc.health.v1.Health/Check: leave the path out",
+            )),
+            (Protocol::Http1 | Protocol::Http2, None) => {
+                return Err(invalid(
+                    &at("health_check.path"),
+                    "an HTTP dependency needs the path a GET must answer 2xx on",
+                ))
+            }
+            (_, Some(path)) if !path.starts_with('/') => {
+                return Err(invalid(
+                    &at("health_check.path"),
+                    format!("{path:?} must start with '/'"),
+                ))
+            }
+            _ => {}
+        }
+        positive(&at("health_check.interval_ms"), self.interval_ms)?;
+        positive(&at("health_check.timeout_ms"), self.timeout_ms)?;
+        if self.timeout_ms > self.interval_ms {
+            return Err(invalid(
+                &at("health_check.timeout_ms"),
+                format!(
+                    "{} exceeds interval_ms {}",
+                    self.timeout_ms, self.interval_ms
+                ),
+            ));
         }
         Ok(())
     }

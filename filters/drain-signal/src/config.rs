@@ -17,7 +17,7 @@
 use crate::access::{parse_cidr, valid_token, Access};
 use crate::policy::Policy;
 use meshkit::config::{ConfigError, DurationMs, Validate};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The longest `delay_ms` and `gradual_window_ms`: an hour (Kubernetes' grace periods are far
@@ -27,7 +27,7 @@ pub const MAX_PHASE_MS: u64 = 3_600_000;
 pub const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The whole plugin configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DrainConfig {
     /// The trigger and state path, matched exactly without the query string (default

@@ -12,7 +12,7 @@
 //! ```
 
 use meshkit::config::{require_positive, ConfigError, DurationMs, Fraction, HeaderName, Validate};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Longest cluster name, in bytes.
 pub const MAX_CLUSTER_NAME_LEN: usize = 100;
@@ -22,7 +22,7 @@ pub const MAX_RULES: usize = 256;
 pub const MAX_CACHE_CLUSTERS: usize = 32;
 
 /// One matching rule: which requests are cacheable, and where they go.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// A gRPC method, `package.Service/Method`, or every method of a service,
@@ -47,7 +47,7 @@ pub struct RuleConfig {
 }
 
 /// The breaker of each cache cluster.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BreakerConfig {
     /// The window over which the error rate is measured (default 10 s; 100 ms to 10 min).
@@ -87,7 +87,7 @@ impl Default for BreakerConfig {
 }
 
 /// The whole plugin configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EntityCacheConfig {
     /// The rules, first match wins (default none).

@@ -8,10 +8,10 @@
 //! ```
 
 use meshkit::config::{require_positive, ConfigError, DurationMs, Fraction, HeaderName, Validate};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Which sidecar the filter runs in, and so what it does with the budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Egress: caps the retries Envoy's router makes (`x-envoy-max-retries`) to what the
@@ -23,7 +23,7 @@ pub enum Role {
 }
 
 /// What a budget belongs to: requests with the same key share one budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KeySource {
     /// The upstream cluster the route picked (`xds.cluster_name`), else `:authority`.
@@ -34,7 +34,7 @@ pub enum KeySource {
 }
 
 /// The whole plugin configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetryBudgetConfig {
     /// `client` (default) or `server`.

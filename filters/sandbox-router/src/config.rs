@@ -22,7 +22,7 @@ use crate::registry::is_valid_cluster;
 use ipnet::IpNet;
 use meshkit::config::{require_positive, ConfigError, DurationMs, HeaderName, Validate};
 use serde::de::Error as _;
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -32,7 +32,7 @@ pub const MIN_SECRET_BYTES: usize = 32;
 pub const MIN_REFRESH_INTERVAL_MS: u64 = 100;
 
 /// The whole plugin configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxConfig {
     /// Header carrying the sandbox key, the first key source (default `x-sandbox`; `null`
@@ -88,7 +88,7 @@ fn default_routing_header() -> HeaderName {
 }
 
 /// Where the dynamic registry is fetched from and how often.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// The Envoy cluster serving the registry.
@@ -116,7 +116,7 @@ fn default_fetch_timeout() -> DurationMs {
 }
 
 /// What a trusted key that names no registered sandbox gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownKey {
     /// The baseline, as if there were no key.
@@ -134,6 +134,13 @@ impl Cidr {
     /// Whether `address` is in the network.
     pub fn contains(&self, address: &IpAddr) -> bool {
         self.0.contains(address)
+    }
+}
+
+/// Written as the network (`10.0.0.0/8`; a single address as `/32` or `/128`).
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
     }
 }
 

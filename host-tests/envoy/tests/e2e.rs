@@ -10,8 +10,9 @@
 mod upstream;
 
 use envoy_configs::{
-    AdaptiveConcurrency, Bootstrap, Cluster, CodecType, DnsLookupFamily, HeaderMatcher, Listener,
-    RetryOn, RetryPolicy, RetryPriority, Route, Thresholds, WasmFilter,
+    AdaptiveConcurrency, Bootstrap, Cluster, CodecType, DnsLookupFamily, HeaderMatcher, HttpFilter,
+    Listener, PerFilterConfig, RawAny, RetryOn, RetryPolicy, RetryPriority, Route, Thresholds,
+    WasmFilter,
 };
 use mesh_envoy_harness::{self as envoy, DrainStrategy, EnvoyOptions, EnvoyProcess};
 use serde_json::json;
@@ -119,10 +120,10 @@ fn validate_accepts_aggregate_cluster_with_retry_priority() {
                         ),
                 ),
             )
-            .cluster(Cluster::aggregate(
-                "payments",
-                ["payments-primary", "payments-fallback"],
-            ))
+            .cluster(
+                Cluster::aggregate("payments", ["payments-primary", "payments-fallback"])
+                    .circuit_breaker(Thresholds::unlimited()),
+            )
             .cluster(
                 Cluster::static_cluster("payments-primary", [loopback(8081), loopback(8082)])
                     .priority(1, [loopback(8083)])
@@ -308,6 +309,46 @@ fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (u16, Vec<(String, Vec<u8>)
         })
         .collect();
     (status, headers)
+}
+
+/// The fault filter's config aborting every request with `status`.
+fn abort_all(status: u16) -> RawAny {
+    RawAny::new(
+        "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+        &json!({"abort": {"http_status": status, "percentage": {"numerator": 100}}}),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_filter_the_model_does_not_type_runs_and_routes_disable_or_reconfigure_it() {
+    let bootstrap = Bootstrap::new(0)
+        .listener(
+            Listener::http("ingress", 0)
+                .http_filter(HttpFilter::custom("fault", abort_all(418)))
+                .route(
+                    Route::path("/skipped")
+                        .to_cluster("backend")
+                        .disable_filter("fault"),
+                )
+                .route(
+                    Route::path("/overridden")
+                        .to_cluster("backend")
+                        .per_filter_config("fault", PerFilterConfig::Raw(abort_all(429))),
+                )
+                .route(Route::prefix("/").to_cluster("backend")),
+        )
+        .cluster(Cluster::static_cluster("backend", [upstream::start()]));
+    let envoy = start(&bootstrap, EnvoyOptions::default());
+    let ingress = envoy.listener_addr("ingress").unwrap();
+    let status = |path: &str| {
+        let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        raw_exchange(ingress, request.as_bytes()).0
+    };
+    assert_eq!(status("/anything"), 418, "the filter's own config");
+    assert_eq!(status("/skipped"), 200, "disabled on this route");
+    assert_eq!(status("/overridden"), 429, "the route's own config");
+    envoy.shutdown();
 }
 
 fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {

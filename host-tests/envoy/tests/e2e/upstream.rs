@@ -7,9 +7,15 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 /// Body of every upstream response.
 pub const BODY: &str = "hello from upstream";
 
-/// Starts the upstream on a free loopback port; it serves until the test process exits.
+/// Starts the upstream on a free port of 127.0.0.1; it serves until the test process exits.
 pub fn start() -> SocketAddr {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    start_on(Ipv4Addr::LOCALHOST)
+}
+
+/// Starts the upstream on a free port of the loopback address `ip` (any of 127.0.0.0/8), so
+/// two upstreams can have distinct addresses.
+pub fn start_on(ip: Ipv4Addr) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0)).unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {

@@ -328,8 +328,8 @@ impl CacheFailoverScenario {
                     steering: match &variant.steering {
                         Steering::OutlierDetection(detection) => {
                             Steering::OutlierDetection(OutlierDetection {
-                                interval: cool_down,
-                                base_ejection_time: cool_down,
+                                interval: Some(cool_down),
+                                base_ejection_time: Some(cool_down),
                                 ..detection.clone()
                             })
                         }

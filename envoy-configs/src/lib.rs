@@ -44,8 +44,9 @@ pub use http_filters::{
     HttpFilter, HttpFilterConfig, MinRttCalcParams, Percent, Router, WasmFilter, WASM_RUNTIME_V8,
 };
 pub use listener::{
-    Address, CodecType, CommonHttpProtocolOptions, DrainType, Http2ProtocolOptions,
-    HttpConnectionManager, Listener, SocketAddress, TrafficDirection,
+    Address, CodecType, CommonHttpProtocolOptions, DrainType, EarlyHeaderMutation, HeaderMutation,
+    HeaderRemoval, Http2ProtocolOptions, HttpConnectionManager, Listener, SocketAddress,
+    TrafficDirection,
 };
 pub use route::{
     ClusterSpecifier, FilterConfig, HeaderMatcher, PathMatch, PerFilterConfig, PerFilterConfigs,

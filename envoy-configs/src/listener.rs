@@ -94,6 +94,35 @@ pub struct HttpConnectionManager {
     common_http_protocol_options: Option<CommonHttpProtocolOptions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     http2_protocol_options: Option<Http2ProtocolOptions>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    early_header_mutation_extensions: Vec<EarlyHeaderMutation>,
+}
+
+/// `HttpConnectionManager.early_header_mutation_extensions` entry: Envoy's
+/// `envoy.http.early_header_mutation.header_mutation`, applied to every request before route
+/// selection and before any HTTP filter runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EarlyHeaderMutation {
+    name: &'static str,
+    typed_config: Any<HeaderMutation>,
+}
+
+/// `envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeaderMutation {
+    /// The mutations, in order.
+    pub mutations: Vec<HeaderRemoval>,
+}
+
+/// `envoy.config.common.mutation_rules.v3.HeaderMutation` (removal only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeaderRemoval {
+    /// The header removed from the request (every value of it).
+    pub remove: String,
+}
+
+impl Message for HeaderMutation {
+    const TYPE_URL: &'static str = "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation";
 }
 
 /// `envoy.config.core.v3.HttpProtocolOptions` (connection lifetime only).
@@ -129,6 +158,7 @@ impl HttpConnectionManager {
             drain_timeout: None,
             common_http_protocol_options: None,
             http2_protocol_options: None,
+            early_header_mutation_extensions: Vec::new(),
         }
     }
 
@@ -152,6 +182,27 @@ impl HttpConnectionManager {
     /// Sets the downstream codec.
     pub fn codec(mut self, codec: CodecType) -> Self {
         self.codec_type = codec;
+        self
+    }
+
+    /// Removes request header `name` as the request arrives, before the route is picked and
+    /// before any HTTP filter sees it: a header that selects a route or cluster, which only a
+    /// filter of ours may set, cannot come from a client, even while that filter's VM is dead.
+    pub fn strip_request_header(mut self, name: impl Into<String>) -> Self {
+        let removal = HeaderRemoval {
+            remove: name.into(),
+        };
+        match self.early_header_mutation_extensions.first_mut() {
+            Some(extension) => extension.typed_config.0.mutations.push(removal),
+            None => self
+                .early_header_mutation_extensions
+                .push(EarlyHeaderMutation {
+                    name: "envoy.http.early_header_mutation.header_mutation",
+                    typed_config: Any(HeaderMutation {
+                        mutations: vec![removal],
+                    }),
+                }),
+        }
         self
     }
 
@@ -279,6 +330,12 @@ impl Listener {
     /// Sets the HTTP connection manager's drain timeout.
     pub fn drain_timeout(self, timeout: Duration) -> Self {
         self.map_hcm(|hcm| hcm.drain_timeout(timeout))
+    }
+
+    /// Removes request header `name` before routing and filters (see
+    /// [`HttpConnectionManager::strip_request_header`]).
+    pub fn strip_request_header(self, name: impl Into<String>) -> Self {
+        self.map_hcm(|hcm| hcm.strip_request_header(name))
     }
 
     /// Drains each downstream connection once it is `age` old.
@@ -411,6 +468,26 @@ mod tests {
         assert_eq!(filter["typed_config"]["codec_type"], "AUTO");
         assert!(value.get("drain_type").is_none());
         assert!(value.get("traffic_direction").is_none());
+    }
+
+    #[test]
+    fn stripped_headers_are_one_early_header_mutation_removing_each() {
+        assert!(hcm_json(&Listener::http("l", 1))
+            .get("early_header_mutation_extensions")
+            .is_none());
+        let listener = Listener::http("l", 1)
+            .strip_request_header("x-a")
+            .strip_request_header("x-b");
+        assert_eq!(
+            hcm_json(&listener)["early_header_mutation_extensions"],
+            json!([{
+                "name": "envoy.http.early_header_mutation.header_mutation",
+                "typed_config": {
+                    "@type": HeaderMutation::TYPE_URL,
+                    "mutations": [{"remove": "x-a"}, {"remove": "x-b"}]
+                }
+            }])
+        );
     }
 
     #[test]

@@ -135,7 +135,9 @@ fn each_plugin_reads_back_exactly_the_config_its_spec_section_gave() {
          retry_budget: {{server: {{retry_header: x-attempt}}, client: {{ratio: 0.1, key: authority}}}}\n  \
          sandbox_router: {{sandboxes: {{feature-x: sandbox_x}}, trusted_sources: [10.0.0.0/8, 127.0.0.1], unknown_key: not_found, \
          registry: {{cluster: registry, path: /sandboxes}}}}\n  \
-         entity_cache: {{rules: [{{grpc_method: catalog.Catalog/*, cache_cluster: cache, origin_cluster: catalog}}], breaker: {{latency_threshold_ms: null}}}}\n"
+         entity_cache: {{rules: [{{grpc_method: catalog.Catalog/*, cache_cluster: cache, origin_cluster: catalog}}], breaker: {{latency_threshold_ms: null}}}}\n\
+         dependencies:\n  - {{name: cache, address: cache.svc, port: 1, protocol: grpc, timeout_ms: 100}}\n  \
+         - {{name: catalog, address: catalog.svc, port: 2, protocol: grpc, timeout_ms: 100}}\n"
     );
     let parsed = parse(&spec).unwrap();
     let (bootstrap, _) = rendered(&spec, Modules::Suite);
@@ -178,10 +180,152 @@ fn each_plugin_reads_back_exactly_the_config_its_spec_section_gave() {
         serde_json::from_value(sandbox_section).unwrap();
     assert_eq!(&sandbox, &filters.sandbox_router.as_ref().unwrap().0);
 
+    // A spec names a rule's clusters by dependency; the plugin gets the clusters the composer made.
     let cache: entity_cache::config::EntityCacheConfig =
         serde_json::from_value(plugin_section(&bootstrap, "egress", "entity-cache")).unwrap();
-    assert_eq!(&cache, &filters.entity_cache.as_ref().unwrap().0);
+    let mut written = filters.entity_cache.as_ref().unwrap().0.clone();
+    written.rules[0].cache_cluster = "egress_cache_or_catalog".to_owned();
+    written.rules[0].origin_cluster = "egress_catalog".to_owned();
+    assert_eq!(cache, written);
     assert_eq!(cache.breaker.latency_threshold_ms, None);
+}
+
+const STEERED: &str = "filters:\n  \
+     sandbox_router: {trusted_sources: [10.0.0.0/8]}\n  \
+     entity_cache: {rules: [{grpc_method: ledger.Ledger/Get, cache_cluster: cache, origin_cluster: ledger}]}\n\
+     dependencies:\n  - {name: ledger, address: ledger.svc, port: 9000, protocol: grpc, timeout_ms: 800}\n  \
+     - {name: cache, address: cache.svc, port: 8080, protocol: grpc, timeout_ms: 300}\n\
+     sandboxes:\n  - {name: pr-7, address: orders-pr-7.svc, port: 8080}\n";
+
+fn virtual_host<'a>(bootstrap: &'a Value, listener: &str, name: &str) -> &'a Value {
+    hcm(bootstrap, listener)["route_config"]["virtual_hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == name)
+        .unwrap_or_else(|| panic!("no virtual host {name} on {listener}"))
+}
+
+#[test]
+fn routing_headers_are_stripped_on_arrival_on_both_listeners() {
+    let (bootstrap, _) = rendered(&format!("{MINIMAL}{STEERED}"), Modules::Suite);
+    let removed = |listener: &str| -> Vec<Value> {
+        hcm(&bootstrap, listener)["early_header_mutation_extensions"][0]["typed_config"]
+            ["mutations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["remove"].clone())
+            .collect()
+    };
+    assert_eq!(removed("ingress"), vec![json!("x-mesh-sandbox-cluster")]);
+    assert_eq!(
+        removed("egress"),
+        vec![
+            json!("x-mesh-sandbox-cluster"),
+            json!("x-entity-cache-cluster")
+        ]
+    );
+    // Without steering filters nothing is stripped.
+    let (plain, _) = rendered(MINIMAL, Modules::Suite);
+    assert!(hcm(&plain, "ingress")
+        .get("early_header_mutation_extensions")
+        .is_none());
+}
+
+#[test]
+fn a_sandbox_gets_a_cluster_falling_back_to_the_app_and_a_cluster_header_route() {
+    let (bootstrap, _) = rendered(&format!("{MINIMAL}{STEERED}"), Modules::Suite);
+    let sandbox = cluster(&bootstrap, "sandbox_pr-7");
+    assert_eq!(sandbox["type"], "STRICT_DNS");
+    assert_eq!(
+        cluster(&bootstrap, "sandbox_pr-7_or_app")["cluster_type"]["typed_config"]["clusters"],
+        json!(["sandbox_pr-7", "local_app"])
+    );
+    let routes = &virtual_host(&bootstrap, "ingress", "default")["routes"];
+    assert_eq!(
+        routes[0]["match"]["headers"][0],
+        json!({"name": "x-mesh-sandbox-cluster", "present_match": true})
+    );
+    assert_eq!(
+        routes[0]["route"]["cluster_header"],
+        "x-mesh-sandbox-cluster"
+    );
+    let retry = &routes[0]["route"]["retry_policy"];
+    assert_eq!(retry["num_retries"], 1);
+    assert_eq!(
+        retry["retry_priority"]["name"],
+        "envoy.retry_priorities.previous_priorities"
+    );
+    assert_eq!(routes[1]["route"]["cluster"], "local_app");
+    // Only the ingress router sends keys to this service's sandboxes.
+    assert_eq!(
+        plugin_section(&bootstrap, "ingress", "sandbox-router")["sandboxes"],
+        json!({"pr-7": "sandbox_pr-7_or_app"})
+    );
+    assert_eq!(
+        plugin_section(&bootstrap, "egress", "sandbox-router")["sandboxes"],
+        json!({})
+    );
+}
+
+#[test]
+fn an_entity_cache_rule_gets_an_aggregate_cluster_and_a_route_on_its_origin() {
+    let (bootstrap, _) = rendered(&format!("{MINIMAL}{STEERED}"), Modules::Suite);
+    assert_eq!(
+        cluster(&bootstrap, "egress_cache_or_ledger")["cluster_type"]["typed_config"]["clusters"],
+        json!(["egress_cache", "egress_ledger"])
+    );
+    let routes = &virtual_host(&bootstrap, "egress", "ledger")["routes"];
+    let steered: Vec<&Value> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["route"].get("cluster_header"))
+        .collect();
+    assert_eq!(
+        steered,
+        vec![
+            &json!("x-mesh-sandbox-cluster"),
+            &json!("x-entity-cache-cluster")
+        ]
+    );
+    let cache_route = &routes[1]["route"];
+    assert_eq!(cache_route["timeout"], "0.800s");
+    assert!(cache_route["retry_policy"]["retry_on"]
+        .as_str()
+        .unwrap()
+        .contains("unavailable"));
+    assert_eq!(routes[2]["route"]["cluster"], "egress_ledger");
+    // The cache's own host has no cache route.
+    assert_eq!(
+        virtual_host(&bootstrap, "egress", "cache")["routes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn steering_errors_name_the_field() {
+    let no_router = error(&format!(
+        "{MINIMAL}sandboxes:\n  - {{name: pr-7, address: a, port: 1}}\n"
+    ));
+    assert_eq!(no_router.path, "sandboxes[0].name");
+    assert!(
+        no_router.message.contains("filters.sandbox_router"),
+        "{no_router}"
+    );
+    let unknown = error(&format!(
+        "{MINIMAL}filters:\n  entity_cache: {{rules: [{{grpc_method: a.B/*, cache_cluster: cache, origin_cluster: ledger}}]}}\n"
+    ));
+    assert_eq!(unknown.path, "filters.entity_cache.rules[0].cache_cluster");
+    assert!(unknown.message.contains("\"cache\""), "{unknown}");
+    let twice = error(&format!(
+        "{MINIMAL}{STEERED}  - {{name: pr-7, address: b, port: 2}}\n"
+    ));
+    assert_eq!(twice.path, "sandboxes[1].name");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use super::chain::Side;
 use super::render::{Rendered, ADMIN_CLUSTER, APP_CLUSTER, EJECT_AFTER_LOCAL_FAILURES};
 use super::spec::{Protocol, ServiceSpec};
+use super::steering;
 use crate::FailurePolicy;
 use load_shedder::config::ShedderConfig;
 
@@ -26,6 +27,17 @@ pub fn explain(spec: &ServiceSpec, rendered: &Rendered) -> String {
         spec.ingress.port, spec.service
     ));
     describe_filters(spec, rendered, Side::Ingress, &mut line);
+    describe_stripped(spec, Side::Ingress, &mut line);
+    for sandbox in &spec.sandboxes {
+        line(format!(
+            "  sandbox {}: requests keyed to it go to {}:{} ({}), and to the app within the same \
+             request when the sandbox refuses, resets or answers 503",
+            sandbox.name,
+            sandbox.address,
+            sandbox.port,
+            steering::sandbox_fallback_cluster(&sandbox.name)
+        ));
+    }
     line(format!(
         "  then: forwarded to the app ({APP_CLUSTER}, 127.0.0.1:{}), giving up after {} ms",
         spec.app.port, spec.app.timeout_ms
@@ -43,6 +55,27 @@ pub fn explain(spec: &ServiceSpec, rendered: &Rendered) -> String {
         spec.egress.port, spec.service
     ));
     describe_filters(spec, rendered, Side::Egress, &mut line);
+    if let Some(cache) = &spec.filters.entity_cache {
+        for rule in &cache.0.rules {
+            let matched = rule.grpc_method.clone().unwrap_or_else(|| {
+                format!(
+                    "{} {}*",
+                    rule.http_method.as_deref().unwrap_or("any"),
+                    rule.path_prefix.as_deref().unwrap_or("/")
+                )
+            });
+            line(format!(
+                "  cacheable {matched}: sent to {} ({}), and to {} within the same call when the \
+                 cache refuses, resets or answers UNAVAILABLE, INTERNAL, RESOURCE_EXHAUSTED or 503; \
+                 straight to {} while the cache's breaker is open",
+                rule.cache_cluster,
+                steering::cache_fallback_cluster(&rule.cache_cluster, &rule.origin_cluster),
+                rule.origin_cluster,
+                rule.origin_cluster
+            ));
+        }
+    }
+    describe_stripped(spec, Side::Egress, &mut line);
     if spec.dependencies.is_empty() {
         line("  no dependencies declared: every call is answered 404".to_owned());
     }
@@ -196,5 +229,18 @@ fn protocol_name(protocol: Protocol) -> &'static str {
         Protocol::Http1 => "HTTP/1.1",
         Protocol::Http2 => "HTTP/2",
         Protocol::Grpc => "gRPC",
+    }
+}
+
+/// The routing headers `side` removes from requests on arrival.
+fn describe_stripped(spec: &ServiceSpec, side: Side, line: &mut impl FnMut(String)) {
+    for (_, header) in steering::routing_headers(spec)
+        .into_iter()
+        .filter(|(on, _)| *on == side)
+    {
+        line(format!(
+            "  {header} is removed from every request on arrival (before routing and filters): \
+             only a mesh filter picks a cluster, even while its VM is dead"
+        ));
     }
 }

@@ -13,4 +13,5 @@ pub mod explain;
 pub mod k8s;
 pub mod render;
 pub mod spec;
+pub mod steering;
 pub mod xds;

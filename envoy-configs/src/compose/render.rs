@@ -4,6 +4,7 @@
 
 use super::chain::{on_both_sides, Side, Slot, CHAIN};
 use super::spec::{Dependency, FilterSection, Protocol, ServiceSpec, SpecError};
+use super::steering;
 use crate::{
     Bootstrap, Cluster, FailurePolicy, HealthCheck, Listener, OutlierDetection, OverloadManager,
     RetryPolicy, Route, StatsConfig, StrictDnsCluster, StringMatcher, Thresholds,
@@ -98,7 +99,8 @@ struct Placed<'a> {
 
 /// Renders `spec` into a sidecar bootstrap.
 pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, SpecError> {
-    let sections = spec.filters.sections()?;
+    let mut sections = spec.filters.sections()?;
+    let steering = steering::plan(spec, &mut sections)?;
     let mut notes = Vec::new();
     let suite_filters: Vec<&'static str> = mesh_suite::factories()
         .iter()
@@ -140,6 +142,12 @@ pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, S
         .max_concurrent_streams(spec.ingress.max_concurrent_streams)
         .drain_timeout(Duration::from_millis(spec.drain.timeout_ms));
     let mut egress = Listener::http(Side::Egress.as_str(), spec.egress.port);
+    for (side, header) in &steering.stripped {
+        match side {
+            Side::Ingress => ingress = ingress.strip_request_header(header.clone()),
+            Side::Egress => egress = egress.strip_request_header(header.clone()),
+        }
+    }
     for side in [Side::Ingress, Side::Egress] {
         let on_side: Vec<&Placed> = placed.iter().filter(|p| p.slot.side == side).collect();
         for (plugin, config) in package(&on_side, side, options.modules, &mut notes) {
@@ -160,6 +168,9 @@ pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, S
         }
     }
 
+    for route in steering.ingress_routes {
+        ingress = ingress.route(route);
+    }
     ingress = ingress.route(
         Route::prefix("/")
             .to_cluster(APP_CLUSTER)
@@ -196,12 +207,19 @@ pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, S
             }
             route = route.retry_policy(policy);
         }
-        egress = egress.virtual_host(
-            VirtualHost::new(dependency.name.clone(), domains)
-                .include_attempt_counts()
-                .route(route),
-        );
+        let mut host = VirtualHost::new(dependency.name.clone(), domains).include_attempt_counts();
+        for (_, steered) in steering
+            .egress_routes
+            .iter()
+            .filter(|(name, _)| *name == dependency.name)
+        {
+            host = host.route(steered.clone());
+        }
+        egress = egress.virtual_host(host.route(route));
         bootstrap = bootstrap.cluster(dependency_cluster_of(spec, dependency));
+    }
+    for cluster in steering.clusters {
+        bootstrap = bootstrap.cluster(cluster);
     }
     let prometheus = Listener::http(PROMETHEUS_LISTENER, spec.admin.prometheus_port)
         .address(SocketAddr::from((
@@ -364,7 +382,8 @@ fn suite_failure_policy(slots: &[&'static Slot]) -> (FailurePolicy, String) {
     }
 }
 
-fn upstream_protocol(protocol: Protocol) -> UpstreamHttpProtocol {
+/// The upstream HTTP version of a cluster speaking `protocol`.
+pub(super) fn upstream_protocol(protocol: Protocol) -> UpstreamHttpProtocol {
     match protocol {
         Protocol::Http1 => UpstreamHttpProtocol::Http1,
         Protocol::Http2 | Protocol::Grpc => UpstreamHttpProtocol::Http2,

@@ -43,6 +43,22 @@ pub struct ServiceSpec {
     /// The services this one calls, each reached through the egress listener.
     #[serde(default)]
     pub dependencies: Vec<Dependency>,
+    /// This service's sandbox deployments: requests keyed to one (sandbox-router) go to it, and
+    /// back to the app when it is unavailable.
+    #[serde(default)]
+    pub sandboxes: Vec<SandboxSpec>,
+}
+
+/// One sandbox deployment of this service.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSpec {
+    /// The sandbox key that selects it (a DNS label).
+    pub name: String,
+    /// DNS name (or IP) of its endpoints, resolved STRICT_DNS.
+    pub address: String,
+    /// Its port (it speaks the app's protocol).
+    pub port: u16,
 }
 
 /// The local application.
@@ -656,6 +672,68 @@ impl ServiceSpec {
                         format!("{per_try} exceeds timeout_ms {}", dependency.timeout_ms),
                     ));
                 }
+            }
+        }
+        self.validate_sandboxes()?;
+        self.validate_cache_rules()
+    }
+
+    /// Sandboxes need the sandbox router, distinct DNS-label names, an address and a port.
+    fn validate_sandboxes(&self) -> Result<(), SpecError> {
+        for (index, sandbox) in self.sandboxes.iter().enumerate() {
+            let at = |field: &str| format!("sandboxes[{index}].{field}");
+            let Some(router) = &self.filters.sandbox_router else {
+                return Err(invalid(
+                    &at("name"),
+                    "sandboxes are reached through the sandbox router: add `filters.sandbox_router`",
+                ));
+            };
+            dns_label(&at("name"), &sandbox.name)?;
+            if self.sandboxes[..index]
+                .iter()
+                .any(|s| s.name == sandbox.name)
+                || router.0.sandboxes.contains_key(&sandbox.name)
+            {
+                return Err(invalid(
+                    &at("name"),
+                    format!("{:?} is declared twice", sandbox.name),
+                ));
+            }
+            if sandbox.address.is_empty() {
+                return Err(invalid(&at("address"), "must not be empty"));
+            }
+            if sandbox.port == 0 {
+                return Err(invalid(&at("port"), "must not be 0"));
+            }
+        }
+        Ok(())
+    }
+
+    /// An entity-cache rule names its cache and its origin by declared dependency.
+    fn validate_cache_rules(&self) -> Result<(), SpecError> {
+        let Some(cache) = &self.filters.entity_cache else {
+            return Ok(());
+        };
+        for (index, rule) in cache.0.rules.iter().enumerate() {
+            for (field, name) in [
+                ("cache_cluster", &rule.cache_cluster),
+                ("origin_cluster", &rule.origin_cluster),
+            ] {
+                if !self.dependencies.iter().any(|d| &d.name == name) {
+                    return Err(invalid(
+                        &format!("filters.entity_cache.rules[{index}].{field}"),
+                        format!(
+                            "{name:?} is not a declared dependency: in a spec, a rule names its cache and \
+                             its origin by dependency name"
+                        ),
+                    ));
+                }
+            }
+            if rule.cache_cluster == rule.origin_cluster {
+                return Err(invalid(
+                    &format!("filters.entity_cache.rules[{index}].cache_cluster"),
+                    format!("{:?} is also the rule's origin", rule.cache_cluster),
+                ));
             }
         }
         Ok(())

@@ -1,5 +1,6 @@
 //! End-to-end tests against the real Envoy binary: the builder's bootstraps pass
-//! `envoy --mode validate`, Envoy proxies through a built listener and counts it, and Envoy runs
+//! `envoy --mode validate`, Envoy proxies through a built listener and counts it, a stripped
+//! routing header cannot pick a cluster, and Envoy runs
 //! the fixture wasm module on V8, surviving a non-UTF-8 header value.
 //!
 //! Every test runs its own Envoy (own ports and base id) and ends with `shutdown()`, which fails
@@ -228,6 +229,50 @@ fn envoy_proxies_through_a_built_listener_and_counts_it_in_stats() {
         Some(0)
     );
     assert_eq!(envoy.stat("no.such.stat").unwrap(), None);
+    envoy.shutdown();
+}
+
+/// GETs `url` with `header: value` and returns the response body.
+fn get_text_with(url: &str, header: &str, value: &str) -> String {
+    ureq::get(url)
+        .header(header, value)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap()
+}
+
+#[test]
+fn a_stripped_routing_header_cannot_pick_a_cluster() {
+    // What the composer does for sandbox-router and entity-cache: their routing header picks a
+    // cluster (`cluster_header`), and the listener strips it before routing, so only a filter
+    // (none here: as if its VM were dead and failed open) can set it. The unstripped listener
+    // shows the same request would otherwise reach the admin interface.
+    const ROUTING: &str = "x-mesh-sandbox-cluster";
+    let upstream = upstream::start();
+    let listener = |name: &str| {
+        Listener::http(name, 0)
+            .route(
+                Route::prefix("/")
+                    .header(HeaderMatcher::present(ROUTING))
+                    .to_cluster_header(ROUTING),
+            )
+            .route(Route::prefix("/").to_cluster("backend"))
+    };
+    let bootstrap = Bootstrap::new(0)
+        .admin_cluster("admin")
+        .listener(listener("stripped").strip_request_header(ROUTING))
+        .listener(listener("open"))
+        .cluster(Cluster::static_cluster("backend", [upstream]));
+    let envoy = start(&bootstrap, EnvoyOptions::default());
+    let stripped = envoy.listener_addr("stripped").unwrap();
+    let open = envoy.listener_addr("open").unwrap();
+
+    let spoofed =
+        |addr: SocketAddr| get_text_with(&format!("http://{addr}/ready"), ROUTING, "admin");
+    assert_eq!(spoofed(open).trim(), "LIVE");
+    assert_eq!(spoofed(stripped), upstream::BODY);
     envoy.shutdown();
 }
 

@@ -64,12 +64,12 @@ fn start_fixture_on_one_worker(fixture: WasmFilter) -> EnvoyProcess {
 
 /// GETs `url` and returns the response body.
 fn get_text(url: &str) -> String {
-    ureq::get(url)
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap()
+    read_text(ureq::get(url))
+}
+
+/// Sends `request` and returns the response body.
+fn read_text(request: ureq::RequestBuilder<ureq::typestate::WithoutBody>) -> String {
+    request.call().unwrap().body_mut().read_to_string().unwrap()
 }
 
 #[test]
@@ -232,17 +232,6 @@ fn envoy_proxies_through_a_built_listener_and_counts_it_in_stats() {
     envoy.shutdown();
 }
 
-/// GETs `url` with `header: value` and returns the response body.
-fn get_text_with(url: &str, header: &str, value: &str) -> String {
-    ureq::get(url)
-        .header(header, value)
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap()
-}
-
 #[test]
 fn a_stripped_routing_header_cannot_pick_a_cluster() {
     // What the composer does for sandbox-router and entity-cache: their routing header picks a
@@ -269,8 +258,9 @@ fn a_stripped_routing_header_cannot_pick_a_cluster() {
     let stripped = envoy.listener_addr("stripped").unwrap();
     let open = envoy.listener_addr("open").unwrap();
 
-    let spoofed =
-        |addr: SocketAddr| get_text_with(&format!("http://{addr}/ready"), ROUTING, "admin");
+    let spoofed = |addr: SocketAddr| {
+        read_text(ureq::get(format!("http://{addr}/ready")).header(ROUTING, "admin"))
+    };
     assert_eq!(spoofed(open).trim(), "LIVE");
     assert_eq!(spoofed(stripped), upstream::BODY);
     envoy.shutdown();

@@ -114,17 +114,98 @@ fn every_filter_is_checked_by_its_own_type_and_a_role_section_keeps_field_paths(
 }
 
 /// What a plugin receives for `filter` on `listener`: its section of the suite's configuration.
+/// The suite sections of `listener`'s plugins, in chain order, each with its plugin's config.
+fn suite_sections(bootstrap: &Value, listener: &str) -> Vec<(Value, Value)> {
+    let mut sections = Vec::new();
+    for filter in hcm(bootstrap, listener)["http_filters"].as_array().unwrap() {
+        let plugin = &filter["typed_config"]["config"];
+        let Some(text) = plugin["configuration"]["value"].as_str() else {
+            continue;
+        };
+        let config: Value = serde_json::from_str(text).unwrap();
+        for section in config["filters"].as_array().unwrap() {
+            sections.push((plugin.clone(), section.clone()));
+        }
+    }
+    sections
+}
+
 fn plugin_section(bootstrap: &Value, listener: &str, filter: &str) -> Value {
-    let plugin = &hcm(bootstrap, listener)["http_filters"][0]["typed_config"]["config"];
-    let config: Value =
-        serde_json::from_str(plugin["configuration"]["value"].as_str().unwrap()).unwrap();
-    config["filters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|section| section["filter"] == filter)
-        .unwrap_or_else(|| panic!("{filter} not on {listener}"))["config"]
+    suite_sections(bootstrap, listener)
+        .into_iter()
+        .find(|(_, section)| section["filter"] == filter)
+        .unwrap_or_else(|| panic!("{filter} not on {listener}"))
+        .1["config"]
         .clone()
+}
+
+#[test]
+fn fail_closed_filters_get_their_own_suite_plugin_and_vm() {
+    let (bootstrap, rendered) = rendered(
+        &format!(
+            "{MINIMAL}{}",
+            STEERED.replace(
+                "filters:\n",
+                "filters:\n  load_shedder: {}\n  retry_budget: {client: {}}\n"
+            )
+        ),
+        Modules::Suite,
+    );
+    let placement: Vec<(String, String, String)> = suite_sections(&bootstrap, "ingress")
+        .into_iter()
+        .map(|(plugin, section)| {
+            (
+                section["filter"].as_str().unwrap().to_owned(),
+                plugin["failure_policy"].as_str().unwrap().to_owned(),
+                plugin["vm_config"]["vm_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        placement,
+        vec![
+            (
+                "load-shedder".to_owned(),
+                "FAIL_OPEN".to_owned(),
+                "mesh".to_owned()
+            ),
+            (
+                "sandbox-router".to_owned(),
+                "FAIL_CLOSED".to_owned(),
+                "mesh-fail-closed".to_owned()
+            ),
+        ]
+    );
+    // Egress in chain order (the spec's section order is another): the fail-closed sandbox router
+    // first, then one plugin for the two fail-open filters.
+    let egress: Vec<(String, String)> = suite_sections(&bootstrap, "egress")
+        .into_iter()
+        .map(|(plugin, section)| {
+            (
+                section["filter"].as_str().unwrap().to_owned(),
+                plugin["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        egress,
+        [
+            ("sandbox-router", "mesh-egress"),
+            ("retry-budget", "mesh-egress-2"),
+            ("entity-cache", "mesh-egress-2")
+        ]
+        .map(|(filter, plugin)| (filter.to_owned(), plugin.to_owned()))
+    );
+    let names: Vec<&str> = rendered.plugins.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "mesh-ingress",
+            "mesh-ingress-2",
+            "mesh-egress",
+            "mesh-egress-2"
+        ]
+    );
 }
 
 #[test]

@@ -67,19 +67,21 @@ pub const CHAIN: &[Slot] = &[
         failure_policy: FailurePolicy::FailClosed,
         failure_reason: "a sandbox request must never reach production; 503s are visible, leaked test traffic is not",
     },
-    Slot {
-        filter: "retry-budget",
-        side: Side::Egress,
-        does: "client role: allows a retry only while retries stay within a fraction of traffic",
-        failure_policy: FailurePolicy::FailOpen,
-        failure_reason: "without it retries fall back to each route's bounded retry count",
-    },
+    // First on egress: the retry budget then keys on the cluster the sandbox router picked, and
+    // the fail-closed filter needs one suite plugin of its own, not one between two others.
     Slot {
         filter: "sandbox-router",
         side: Side::Egress,
         does: "keeps a sandbox request's calls inside the sandbox",
         failure_policy: FailurePolicy::FailClosed,
         failure_reason: "a sandbox request must never reach production; 503s are visible, leaked test traffic is not",
+    },
+    Slot {
+        filter: "retry-budget",
+        side: Side::Egress,
+        does: "client role: allows a retry only while retries stay within a fraction of traffic",
+        failure_policy: FailurePolicy::FailOpen,
+        failure_reason: "without it retries fall back to each route's bounded retry count",
     },
     Slot {
         filter: "entity-cache",

@@ -16,10 +16,13 @@ use std::time::Duration;
 
 /// Where Dockerfile.envoy puts the modules: the default `--wasm-dir`.
 pub const DEFAULT_WASM_DIR: &str = "/etc/envoy/wasm";
-/// The VM id of every mesh plugin: Envoy scopes shared data by VM id, so every mesh filter's
+/// The VM id of every fail-open mesh plugin: Envoy scopes shared data by VM id, so those filters'
 /// instances (and both listeners' suite plugins, which then share one VM per worker) see the same
 /// shared data; keys are namespaced per filter and instance (`mesh/<filter>.<instance>/…`).
 pub const MESH_VM_ID: &str = "mesh";
+/// The VM id of every fail-closed mesh plugin: their own VM per worker, so a trap in a fail-open
+/// filter's VM never turns into refused requests, and a trap in theirs only refuses what must be.
+pub const MESH_FAIL_CLOSED_VM_ID: &str = "mesh-fail-closed";
 /// The cluster of the local app.
 pub const APP_CLUSTER: &str = "local_app";
 /// The cluster pointing at this Envoy's admin interface (drain-signal calls `/drain_listeners`
@@ -133,7 +136,7 @@ pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, S
         }
     }
     // Chain order, whatever the spec's order.
-    placed.sort_by_key(|p| CHAIN.iter().position(|slot| std::ptr::eq(slot, p.slot)));
+    placed.sort_by_key(|p| CHAIN.iter().position(|slot| slot == p.slot));
 
     let mut plugins = Vec::new();
     let mut ingress = Listener::http(Side::Ingress.as_str(), spec.ingress.port)
@@ -152,7 +155,10 @@ pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, S
         let on_side: Vec<&Placed> = placed.iter().filter(|p| p.slot.side == side).collect();
         for (plugin, config) in package(&on_side, side, options.modules, &mut notes) {
             let filter = WasmFilter::new(plugin.name.clone(), options.wasm_dir.join(plugin.module))
-                .vm_id(MESH_VM_ID)
+                .vm_id(match plugin.failure_policy {
+                    FailurePolicy::FailClosed => MESH_FAIL_CLOSED_VM_ID,
+                    FailurePolicy::FailOpen | FailurePolicy::FailReload => MESH_VM_ID,
+                })
                 .failure_policy(plugin.failure_policy)
                 .typed_configuration(&config)
                 .map_err(|err| SpecError {
@@ -322,6 +328,14 @@ fn package(
     };
     for &p in placed {
         if modules == Modules::Suite && p.in_suite {
+            // A suite plugin's filters share one failure policy (and VM), so a filter that must
+            // fail closed never takes fail-open ones down with it, nor the other way round.
+            if suite_run
+                .last()
+                .is_some_and(|last| last.slot.failure_policy != p.slot.failure_policy)
+            {
+                flush(&mut suite_run, &mut plugins);
+            }
             suite_run.push(p);
             continue;
         }
@@ -360,26 +374,16 @@ fn instance_name(slot: &Slot) -> String {
     }
 }
 
-/// A suite plugin fails closed if any of its filters must (one VM serves them all), else open.
+/// A suite plugin's failure policy (that of all its filters) and the reasons of its filters.
 fn suite_failure_policy(slots: &[&'static Slot]) -> (FailurePolicy, String) {
-    match slots
+    let policy = slots
+        .first()
+        .map_or(FailurePolicy::FailOpen, |slot| slot.failure_policy);
+    let reasons: Vec<String> = slots
         .iter()
-        .find(|slot| slot.failure_policy == FailurePolicy::FailClosed)
-    {
-        Some(strict) => (
-            FailurePolicy::FailClosed,
-            format!("{} requires it: {}", strict.filter, strict.failure_reason),
-        ),
-        None => (
-            FailurePolicy::FailOpen,
-            "every filter in it fails open: ".to_owned()
-                + &slots
-                    .iter()
-                    .map(|slot| format!("{}: {}", slot.filter, slot.failure_reason))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-        ),
-    }
+        .map(|slot| format!("{}: {}", slot.filter, slot.failure_reason))
+        .collect();
+    (policy, reasons.join("; "))
 }
 
 /// The upstream HTTP version of a cluster speaking `protocol`.

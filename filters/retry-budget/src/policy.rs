@@ -293,11 +293,15 @@ impl BudgetState {
         }
         // The last update's bucket keeps max(ratio share, floor): its floor counts only above
         // the share its first attempts already deposited.
-        let share = self.buckets[0].requests.saturating_mul(budget.deposit_milli);
+        let share = self.buckets[0]
+            .requests
+            .saturating_mul(budget.deposit_milli);
         let current = self.newest_bucket;
         let before = share.max(budget.floor_in_bucket(current, self.last_update));
         let after = share.max(budget.floor_in_bucket(current, now));
-        let current_end = current.saturating_add(1).saturating_mul(budget.bucket_nanos);
+        let current_end = current
+            .saturating_add(1)
+            .saturating_mul(budget.bucket_nanos);
         let later = budget
             .floor_through(now)
             .saturating_sub(budget.floor_through(current_end.max(self.last_update)));

@@ -78,7 +78,11 @@ fn the_per_second_minimum_is_a_floor_under_the_ratio_not_an_addition() {
     for _ in 0..5 {
         state.first_attempt(&budget, at_ms(1_000));
     }
-    assert_eq!(state.available(&budget, at_ms(1_000)), 1, "the ratio's share");
+    assert_eq!(
+        state.available(&budget, at_ms(1_000)),
+        1,
+        "the ratio's share"
+    );
     // 100 ms of floor is one token: the share already paid it.
     assert_eq!(state.available(&budget, at_ms(1_100)), 1);
     // Past the share, the floor accrues again.
@@ -188,9 +192,8 @@ fn a_refund_into_an_expired_bucket_gives_nothing_back() {
 
 #[test]
 fn unspent_credit_expires_a_bucket_at_a_time_after_the_ttl() {
-    let budget = budget(
-        r#"{"min_retries_per_second": 0, "ratio": 1, "ttl_ms": 10000, "max_retries": 20}"#,
-    );
+    let budget =
+        budget(r#"{"min_retries_per_second": 0, "ratio": 1, "ttl_ms": 10000, "max_retries": 20}"#);
     let mut state = BudgetState::new(&budget, b"k", at_ms(0));
     drain(&budget, &mut state, at_ms(0));
     for second in 0..10 {

@@ -249,6 +249,10 @@ impl BudgetState {
 
     /// The balance at `now` in milli-tokens: the unspent credit, at most the cap.
     pub fn balance_milli(&self, budget: &Budget, now: Timestamp) -> u64 {
+        if now.as_nanos() <= self.last_update {
+            // Already advanced to `now` (e.g. read right after an update).
+            return self.unspent_milli();
+        }
         let mut state = self.clone();
         state.advance(budget, now);
         state.unspent_milli()

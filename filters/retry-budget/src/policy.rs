@@ -19,8 +19,8 @@
 //!   `max(max_retries, min_retries_per_second × 1 s)` (one second of the floor, at least one
 //!   request's retries). Credit that lifts the balance above it (deposits, floor, refunds)
 //!   pushes out the oldest credit, so the balance is the newest credit up to the cap: a long
-//!   healthy spell cannot bank a burst to spend when a fault begins. A fresh budget starts full,
-//!   as a key idle for a second refills to full.
+//!   healthy spell cannot bank a burst to spend when a fault begins. A fresh budget starts full
+//!   (as an idle key refills, at the floor's rate).
 //!
 //! Credit is kept in the bucket it was credited in (the floor in the newest) and spent oldest
 //! first; unspent credit stops counting once `buckets` newer buckets exist, so it expires after

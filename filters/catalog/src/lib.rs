@@ -129,7 +129,7 @@ pub const MODULES: &[Module] = &[
             // that a few retries beyond 20 % of first attempts already get rejected.
             config: r#"{"role": "server", "min_retries_per_second": 1}"#,
             guide: &[
-                "retry-budget (server role): first attempts pass; retries beyond 20 % of them (plus 1/s) get 503 + retry-after:",
+                "retry-budget (server role): first attempts pass; retries beyond 20 % of them (at least 1/s) get 503 + retry-after:",
                 "  hey -z 10s -c 10 -q 20 {ingress}/ &",
                 "  hey -z 10s -c 10 -q 20 -H 'x-envoy-attempt-count: 2' {ingress}/",
                 "  curl -s {admin}/stats/prometheus | grep mesh_retry_budget",

@@ -1,6 +1,6 @@
 //! The retry budget's plugin configuration ([`RetryBudgetConfig`]): JSON shape, defaults and
 //! validation. `{}` is a valid configuration: the client role with Finagle's defaults (20 % of
-//! requests, plus 10 retries per second, over 10 s).
+//! requests, at least 10 retries per second, over 10 s).
 //!
 //! ```json
 //! { "role": "server", "ratio": 0.1, "min_retries_per_second": 5, "ttl_ms": 10000,
@@ -39,16 +39,16 @@ pub enum KeySource {
 pub struct RetryBudgetConfig {
     /// `client` (default) or `server`.
     pub role: Role,
-    /// Retries allowed per (first-attempt) request, over `ttl_ms` (default 0.2).
+    /// Retries allowed per (first-attempt) request (default 0.2).
     pub ratio: Fraction,
-    /// Retries allowed per second whatever the traffic, so a quiet service can still retry
-    /// (default 10; at most 10000).
+    /// Retries allowed per second whatever the traffic, so a quiet service can still retry: a
+    /// floor under `ratio`'s share, not an addition to it. One second of it (at least
+    /// `max_retries`) is also the most a key can bank (default 10; at most 10000).
     pub min_retries_per_second: u32,
-    /// How long a request's deposit and a retry's withdrawal count (default 10 s; 100 ms to
-    /// 10 min).
+    /// How long unspent credit counts (default 10 s; 100 ms to 10 min).
     pub ttl_ms: DurationMs,
-    /// Time buckets of the sliding window; deposits expire one bucket at a time (default 10;
-    /// 1 to 60).
+    /// Time buckets of the window; credit expires one bucket at a time, and the floor is
+    /// credited per bucket (default 10; 1 to 60).
     pub buckets: u32,
     /// Client role: the most retries one request may get, i.e. the route's own `num_retries`
     /// (default 3; 1 to 100).

@@ -4,8 +4,9 @@
 //!
 //! - [`config`]: [`config::RetryBudgetConfig`], the plugin configuration with defaults and
 //!   validation.
-//! - [`policy`]: the pure core: the budget as a sliding window of deposits and withdrawals
-//!   (the module doc describes the algorithm), and the parsers of attempt counts and pushback.
+//! - [`policy`]: the pure core: the budget as a capped balance of expiring retry tokens (the
+//!   module doc describes the algorithm and its bound), and the parsers of attempt counts and
+//!   pushback.
 //! - [`worker`]: [`RetryBudget`], the filter on meshkit's filter kit, tested natively against
 //!   the fake host. With the `standalone` feature (default) the crate is also
 //!   `retry_budget.wasm`; the suite module links it without that feature.

@@ -5,7 +5,7 @@
 //! **Where budgets live.** Each budget key (the route's cluster, or `:authority`) owns one of
 //! `max_keys` shared-data slots; keys past them, and keys longer than
 //! [`MAX_KEY_LEN`](crate::policy::MAX_KEY_LEN), share one overflow slot. A slot records its
-//! owner; an idle slot (everything expired) is free for the next new key. A worker finds a
+//! owner; an idle slot (no request for a ttl) is free for the next new key. A worker finds a
 //! key's slot once (reading every slot: its own, else claiming the first free one) and
 //! remembers it; the owner check in every update notices a slot that changed hands.
 //!

@@ -22,19 +22,35 @@ fn at_ms(millis: u64) -> Timestamp {
     Timestamp::from_millis(millis)
 }
 
+/// Spends every token `state` holds at `at` (server-role retries).
+fn drain(budget: &Budget, state: &mut BudgetState, at: Timestamp) {
+    while state.admit_retry(budget, at) {}
+    assert_eq!(state.available(budget, at), 0);
+}
+
 #[test]
-fn an_empty_budget_holds_the_per_second_minimum_over_the_ttl() {
+fn a_new_budget_starts_full_at_its_cap() {
     let budget = budget("{}");
     let state = BudgetState::new(&budget, b"payments", at_ms(0));
-    assert_eq!(budget.reserve_tokens(), 100, "10 retries/s over 10 s");
-    assert_eq!(state.available(&budget, at_ms(0)), 100);
+    assert_eq!(budget.cap_tokens(), 10, "one second of 10 retries/s");
+    assert_eq!(state.available(&budget, at_ms(0)), 10);
     assert_eq!(state.owner(), b"payments");
+    assert_eq!(
+        budget_cap(r#"{"min_retries_per_second": 1, "max_retries": 5}"#),
+        5,
+        "at least one request's retries"
+    );
+}
+
+fn budget_cap(json: &str) -> u64 {
+    budget(json).cap_tokens()
 }
 
 #[test]
 fn first_attempts_deposit_the_ratio_and_retries_withdraw_one() {
-    let budget = budget(r#"{"min_retries_per_second": 0, "ratio": 0.2}"#);
+    let budget = budget(r#"{"min_retries_per_second": 0, "ratio": 0.2, "max_retries": 10}"#);
     let mut state = BudgetState::new(&budget, b"k", at_ms(0));
+    drain(&budget, &mut state, at_ms(0));
     for _ in 0..14 {
         state.first_attempt(&budget, at_ms(10));
     }
@@ -50,46 +66,123 @@ fn first_attempts_deposit_the_ratio_and_retries_withdraw_one() {
 }
 
 #[test]
+fn the_per_second_minimum_is_a_floor_under_the_ratio_not_an_addition() {
+    // 10 retries/s: by any moment, a bucket (1 s) has been credited max(20 % of its first
+    // attempts, 10 × its time so far).
+    let budget = budget(r#"{"ratio": 0.2, "min_retries_per_second": 10, "max_retries": 3}"#);
+    let mut state = BudgetState::new(&budget, b"k", at_ms(0));
+    drain(&budget, &mut state, at_ms(0));
+    // A quiet key's floor accrues with time.
+    assert_eq!(state.available(&budget, at_ms(1_000)), 10);
+    drain(&budget, &mut state, at_ms(1_000));
+    for _ in 0..5 {
+        state.first_attempt(&budget, at_ms(1_000));
+    }
+    assert_eq!(
+        state.available(&budget, at_ms(1_000)),
+        1,
+        "the ratio's share"
+    );
+    // 100 ms of floor is one token: the share already paid it.
+    assert_eq!(state.available(&budget, at_ms(1_100)), 1);
+    // Past the share, the floor accrues again.
+    assert_eq!(state.available(&budget, at_ms(1_200)), 2);
+    // And first attempts deposit only above the floor: 21 of them have earned 4.2 tokens.
+    for _ in 0..16 {
+        state.first_attempt(&budget, at_ms(1_200));
+    }
+    assert_eq!(state.balance_milli(&budget, at_ms(1_200)), 4_200);
+}
+
+#[test]
+fn the_balance_never_exceeds_the_cap() {
+    let budget = budget(r#"{"ratio": 1, "min_retries_per_second": 5, "max_retries": 3}"#);
+    let mut state = BudgetState::new(&budget, b"k", at_ms(0));
+    for millis in 0..10_000 {
+        state.first_attempt(&budget, at_ms(millis));
+    }
+    assert_eq!(budget.cap_tokens(), 5);
+    assert_eq!(state.available(&budget, at_ms(10_000)), 5);
+    // Refunds count against the cap too.
+    let reservation = state.reserve(&budget, at_ms(10_000));
+    assert_eq!(reservation.retries, 3);
+    for _ in 0..10 {
+        state.first_attempt(&budget, at_ms(10_000));
+    }
+    state.refund(&budget, at_ms(10_000), reservation.settle(0));
+    assert_eq!(state.available(&budget, at_ms(10_000)), 5);
+}
+
+#[test]
+fn a_long_healthy_spell_banks_no_burst_for_the_fault_that_follows() {
+    // The defaults at 200 rps: 10 s of healthy traffic, then every reserved retry is used.
+    let budget = budget("{}");
+    let mut state = BudgetState::new(&budget, b"k", at_ms(0));
+    for tick in 0..2_000 {
+        let at = at_ms(tick * 5);
+        let reservation = state.reserve(&budget, at);
+        state.refund(&budget, at, reservation.settle(0));
+    }
+    let mut used = 0;
+    for tick in 2_000..2_200 {
+        used += state.reserve(&budget, at_ms(tick * 5)).retries;
+    }
+    // 200 first attempts in the fault's first second deposit 40 retries (20 %); the bank adds
+    // at most the cap.
+    assert!(used <= 40 + 10, "{used} retries for 200 first attempts");
+    assert!(used >= 40, "{used}: the ratio still holds");
+}
+
+#[test]
 fn a_reservation_is_capped_by_max_retries_and_by_the_balance() {
     let budget = budget(r#"{"min_retries_per_second": 0, "ratio": 1, "max_retries": 3}"#);
     let mut state = BudgetState::new(&budget, b"k", at_ms(0));
+    drain(&budget, &mut state, at_ms(0));
     let first = state.reserve(&budget, at_ms(0));
     assert_eq!(first.retries, 1, "its own deposit is all there is");
     for _ in 0..10 {
         state.first_attempt(&budget, at_ms(0));
     }
+    assert_eq!(state.available(&budget, at_ms(0)), 3, "the cap");
     assert_eq!(state.reserve(&budget, at_ms(0)).retries, 3);
-    // Twelve deposits (both reservations made one), four withdrawals.
-    assert_eq!(state.available(&budget, at_ms(0)), 12 - 1 - 3);
+    assert_eq!(
+        state.available(&budget, at_ms(0)),
+        0,
+        "its deposit found the balance at the cap"
+    );
 }
 
 #[test]
 fn unused_reserved_retries_are_refunded_and_used_ones_stay_spent() {
-    let budget = budget(r#"{"min_retries_per_second": 1, "ratio": 0}"#);
+    let budget = budget(r#"{"min_retries_per_second": 0, "ratio": 1, "max_retries": 5}"#);
     let mut state = BudgetState::new(&budget, b"k", at_ms(0));
     let reservation = state.reserve(&budget, at_ms(0));
-    assert_eq!(reservation.retries, 3);
-    assert_eq!(state.available(&budget, at_ms(0)), 7);
+    assert_eq!(reservation.retries, 5, "the cap, its deposit dropped");
+    assert_eq!(state.available(&budget, at_ms(0)), 0);
     state.refund(&budget, at_ms(500), reservation.settle(1));
-    assert_eq!(state.available(&budget, at_ms(500)), 9);
+    assert_eq!(state.available(&budget, at_ms(500)), 4);
     // More retries than reserved counts as all of them; nothing is refunded twice.
     assert_eq!(reservation.settle(7).retries, 0);
 }
 
 #[test]
 fn a_refund_into_an_expired_bucket_gives_nothing_back() {
-    let budget = budget(r#"{"min_retries_per_second": 1, "ratio": 0, "ttl_ms": 1000}"#);
+    let budget = budget(
+        r#"{"min_retries_per_second": 0, "ratio": 1, "ttl_ms": 1000, "buckets": 2, "max_retries": 1}"#,
+    );
     let mut state = BudgetState::new(&budget, b"k", at_ms(0));
+    drain(&budget, &mut state, at_ms(0));
     let reservation = state.reserve(&budget, at_ms(0));
     assert_eq!(reservation.retries, 1);
+    state.first_attempt(&budget, at_ms(600));
     state.refund(&budget, at_ms(1_000), reservation.settle(0));
     assert_eq!(state.balance_milli(&budget, at_ms(1_000)), 1_000);
-    // A refund never lifts withdrawals below zero.
+    // A refund never returns more than its bucket withdrew.
     state.refund(
         &budget,
         at_ms(1_000),
         Reservation {
-            bucket: 10,
+            bucket: 2,
             retries: 5,
         }
         .settle(0),
@@ -98,9 +191,11 @@ fn a_refund_into_an_expired_bucket_gives_nothing_back() {
 }
 
 #[test]
-fn deposits_and_withdrawals_expire_a_bucket_at_a_time_after_the_ttl() {
-    let budget = budget(r#"{"min_retries_per_second": 0, "ratio": 1, "ttl_ms": 10000}"#);
+fn unspent_credit_expires_a_bucket_at_a_time_after_the_ttl() {
+    let budget =
+        budget(r#"{"min_retries_per_second": 0, "ratio": 1, "ttl_ms": 10000, "max_retries": 20}"#);
     let mut state = BudgetState::new(&budget, b"k", at_ms(0));
+    drain(&budget, &mut state, at_ms(0));
     for second in 0..10 {
         state.first_attempt(&budget, at_ms(second * 1_000));
     }
@@ -115,20 +210,25 @@ fn deposits_and_withdrawals_expire_a_bucket_at_a_time_after_the_ttl() {
 }
 
 #[test]
-fn withdrawals_outliving_their_deposits_never_make_the_budget_spendable_below_zero() {
-    let budget =
-        budget(r#"{"min_retries_per_second": 0, "ratio": 1, "ttl_ms": 2000, "buckets": 2}"#);
+fn spending_takes_the_oldest_credit_first_and_a_spent_token_never_comes_back() {
+    let budget = budget(
+        r#"{"min_retries_per_second": 0, "ratio": 1, "ttl_ms": 2000, "buckets": 2, "max_retries": 10}"#,
+    );
     let mut state = BudgetState::new(&budget, b"k", at_ms(0));
+    drain(&budget, &mut state, at_ms(0));
     for _ in 0..5 {
         state.first_attempt(&budget, at_ms(0));
+    }
+    for _ in 0..3 {
+        state.first_attempt(&budget, at_ms(1_000));
     }
     for _ in 0..5 {
         assert!(state.admit_retry(&budget, at_ms(1_500)));
     }
-    // The deposits expired, the withdrawals have not: the balance is negative, nothing spendable.
-    assert_eq!(state.balance_milli(&budget, at_ms(2_000)), -5_000);
-    assert_eq!(state.available(&budget, at_ms(2_000)), 0);
-    assert_eq!(state.reserve(&budget, at_ms(2_000)).retries, 0);
+    // The 0 s bucket paid for the five retries; the 1 s bucket's three tokens outlive it.
+    assert_eq!(state.available(&budget, at_ms(2_000)), 3);
+    assert_eq!(state.available(&budget, at_ms(3_000)), 0);
+    assert_eq!(state.reserve(&budget, at_ms(3_000)).retries, 1);
 }
 
 #[test]

@@ -1,6 +1,9 @@
-//! Property tests of the budget: it is never overspent, the per-second minimum is honoured,
-//! deposits expire after the ttl, reservation plus settlement conserve tokens; and the parsers
-//! of client bytes (attempt counts, pushback, the shared-data encoding) never panic.
+//! Property tests of the budget: it is never overspent and never holds more than its cap, the
+//! per-second minimum is honoured, deposits expire after the ttl, reservation plus settlement
+//! conserve tokens, and over any interval the retries stay within `ratio` of its first attempts
+//! plus the floor, the cap and the loans outstanding when it began (the bound of the module doc);
+//! and the parsers of client bytes (attempt counts, pushback, the shared-data encoding) never
+//! panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use meshkit::clock::Timestamp;
@@ -36,29 +39,56 @@ fn events() -> impl Strategy<Value = Vec<Event>> {
     )
 }
 
-fn configs() -> impl Strategy<Value = String> {
+/// A budget's parameters, as the test reads them back.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    ratio_pct: u32,
+    min: u32,
+    ttl_s: u64,
+    buckets: u32,
+    max_retries: u32,
+}
+
+impl Params {
+    fn json(&self) -> String {
+        format!(
+            r#"{{"ratio": {}, "min_retries_per_second": {}, "ttl_ms": {},
+                "buckets": {}, "max_retries": {}}}"#,
+            f64::from(self.ratio_pct) / 100.0,
+            self.min,
+            self.ttl_s * 1000,
+            self.buckets,
+            self.max_retries
+        )
+    }
+}
+
+fn params() -> impl Strategy<Value = Params> {
     (0u32..=100, 0u32..20, 1u64..20, 1u32..=12, 1u32..=5).prop_filter_map(
         "a budget allowing no retry is refused",
         |(ratio_pct, min, ttl_s, buckets, max_retries)| {
-            (ratio_pct > 0 || min > 0).then(|| {
-                format!(
-                    r#"{{"ratio": {}, "min_retries_per_second": {min}, "ttl_ms": {},
-                        "buckets": {buckets}, "max_retries": {max_retries}}}"#,
-                    f64::from(ratio_pct) / 100.0,
-                    ttl_s * 1000
-                )
+            (ratio_pct > 0 || min > 0).then_some(Params {
+                ratio_pct,
+                min,
+                ttl_s,
+                buckets,
+                max_retries,
             })
         },
     )
 }
 
+fn configs() -> impl Strategy<Value = String> {
+    params().prop_map(|params| params.json())
+}
+
 proptest! {
-    /// Whatever the traffic, spending never takes the balance below zero: every reservation
-    /// and every admitted retry is paid for by the reserve and live deposits, and what may be
-    /// spent is never negative.
+    /// Whatever the traffic, spending never takes more than the balance holds, and the balance
+    /// never exceeds the cap: every reservation and every admitted retry is paid for.
     #[test]
-    fn the_budget_is_never_overspent(config in configs(), events in events()) {
+    fn the_budget_is_never_overspent_and_never_above_its_cap(config in configs(), events in events()) {
         let budget = budget(&config);
+        let cap = budget.cap_tokens() * 1000;
         let mut now = 1_000_000u64;
         let mut state = BudgetState::new(&budget, b"k", Timestamp::from_millis(now));
         let mut outstanding = Vec::new();
@@ -67,13 +97,18 @@ proptest! {
                 Event::Reserve { gap_ms, used } => {
                     now += gap_ms;
                     let at = Timestamp::from_millis(now);
+                    let mut deposited = state.clone();
+                    deposited.first_attempt(&budget, at);
+                    let affordable = deposited.available(&budget, at);
                     let reservation = state.reserve(&budget, at);
-                    prop_assert!(reservation.retries <= budget.max_retries());
-                    // (Withdrawals outliving the deposits that paid for them may leave the
-                    // balance negative; then nothing is reserved.)
-                    if reservation.retries > 0 {
-                        prop_assert!(state.balance_milli(&budget, at) >= 0);
-                    }
+                    prop_assert_eq!(
+                        u64::from(reservation.retries),
+                        affordable.min(u64::from(budget.max_retries()))
+                    );
+                    prop_assert_eq!(
+                        state.balance_milli(&budget, at),
+                        deposited.balance_milli(&budget, at) - 1000 * u64::from(reservation.retries)
+                    );
                     outstanding.push((reservation, used));
                     if outstanding.len() > 3 {
                         let (reservation, used) = outstanding.remove(0);
@@ -87,13 +122,99 @@ proptest! {
                 Event::Retry { gap_ms } => {
                     now += gap_ms;
                     let at = Timestamp::from_millis(now);
-                    let before = state.available(&budget, at);
+                    let before = state.balance_milli(&budget, at);
                     let admitted = state.admit_retry(&budget, at);
-                    prop_assert_eq!(admitted, before >= 1);
+                    prop_assert_eq!(admitted, before >= 1000);
                     if admitted {
-                        prop_assert!(state.balance_milli(&budget, at) >= 0);
+                        prop_assert_eq!(state.balance_milli(&budget, at), before - 1000);
                     }
                 }
+            }
+            prop_assert!(state.balance_milli(&budget, Timestamp::from_millis(now)) <= cap);
+        }
+    }
+
+    /// Over any interval, the retries made by the requests that reserved in it, and the retries
+    /// admitted in it, are at most `ratio` of its first attempts, plus the per-second minimum
+    /// over it, plus the cap, plus what the reservations made before it still had to refund when
+    /// it began.
+    #[test]
+    fn retries_over_any_interval_stay_within_the_ratio_of_its_first_attempts(
+        params in params(),
+        events in events(),
+    ) {
+        let budget = budget(&params.json());
+        let mut now = 1_000_000u64;
+        let mut state = BudgetState::new(&budget, b"k", Timestamp::from_millis(now));
+        // Per event: its time, whether it was a first attempt, the retries it used (reservations:
+        // the reserved ones not refunded; admitted retries: 1).
+        let mut times = Vec::new();
+        let mut first = Vec::new();
+        let mut used = Vec::new();
+        // Per reservation: event index, retries reserved, refund, and the event index it was
+        // settled at.
+        let mut loans: Vec<(usize, u64, u64, usize)> = Vec::new();
+        let mut outstanding: Vec<(usize, retry_budget::policy::Reservation, u32)> = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            let (is_first, spent) = match *event {
+                Event::Reserve { gap_ms, used } => {
+                    now += gap_ms;
+                    let at = Timestamp::from_millis(now);
+                    let reservation = state.reserve(&budget, at);
+                    outstanding.push((index, reservation, used));
+                    if outstanding.len() > 3 {
+                        let (made, reservation, used) = outstanding.remove(0);
+                        let refund = reservation.settle(used);
+                        state.refund(&budget, at, refund);
+                        loans.push((made, u64::from(reservation.retries), u64::from(refund.retries), index));
+                    }
+                    (true, 0)
+                }
+                Event::FirstAttempt { gap_ms } => {
+                    now += gap_ms;
+                    state.first_attempt(&budget, Timestamp::from_millis(now));
+                    (true, 0)
+                }
+                Event::Retry { gap_ms } => {
+                    now += gap_ms;
+                    let admitted = state.admit_retry(&budget, Timestamp::from_millis(now));
+                    (false, u64::from(admitted))
+                }
+            };
+            times.push(now);
+            first.push(u64::from(is_first));
+            used.push(spent);
+        }
+        // Reservations still outstanding at the end are settled after it.
+        for (made, reservation, retries) in outstanding {
+            let refund = reservation.settle(retries).retries;
+            loans.push((made, u64::from(reservation.retries), u64::from(refund), events.len()));
+        }
+        for &(made, reserved, refund, _) in &loans {
+            used[made] = reserved - refund;
+        }
+        let ratio = u64::from(params.ratio_pct) * 10;
+        let cap = budget.cap_tokens() * 1000;
+        // Interval (times[i], times[j]]: the events after i, up to j.
+        for i in 0..times.len() {
+            let mut first_attempts = 0u64;
+            let mut retries = 0u64;
+            let owed: u64 = loans
+                .iter()
+                .filter(|&&(made, _, _, settled)| made <= i && settled > i)
+                .map(|&(_, _, refund, _)| refund)
+                .sum();
+            for j in i + 1..times.len() {
+                first_attempts += first[j];
+                retries += used[j];
+                let span_ms = (times[j] - times[i]) as f64;
+                let floor = f64::from(params.min) * span_ms;
+                let bound = (ratio * first_attempts + cap + owed * 1000) as f64 + floor + 1.0;
+                prop_assert!(
+                    (retries * 1000) as f64 <= bound,
+                    "events {}..={}: {} retries for {} first attempts over {} ms (cap {}, owed {})",
+                    i + 1, j, retries, first_attempts, span_ms, cap / 1000, owed
+                );
             }
         }
     }
@@ -120,20 +241,22 @@ proptest! {
         }
     }
 
-    /// Deposits stop counting one ttl after their bucket began, and count until the bucket
-    /// after it starts leaving the window.
+    /// Unspent deposits stop counting one ttl after their bucket began, and count until the
+    /// bucket after it starts leaving the window.
     #[test]
     fn deposits_expire_after_the_ttl(
         ttl_ms in 100u64..20_000,
         buckets in 1u32..=60,
-        deposits in 1u32..200,
+        deposits in 1u32..=100,
         at_ms in 0u64..1_000_000,
     ) {
         let budget = budget(&format!(
-            r#"{{"ratio": 1, "min_retries_per_second": 0, "ttl_ms": {ttl_ms}, "buckets": {buckets}}}"#
+            r#"{{"ratio": 1, "min_retries_per_second": 0, "ttl_ms": {ttl_ms}, "buckets": {buckets},
+                "max_retries": 100}}"#
         ));
         let start = Timestamp::from_millis(at_ms);
         let mut state = BudgetState::new(&budget, b"k", start);
+        while state.admit_retry(&budget, start) {}
         for _ in 0..deposits {
             state.first_attempt(&budget, start);
         }
@@ -147,39 +270,42 @@ proptest! {
         prop_assert!(state.is_idle(&budget, start.saturating_add(ttl)));
     }
 
-    /// Within one window, reserving and settling neither creates nor loses tokens: the balance
-    /// is the reserve plus the deposits minus exactly the retries used.
+    /// Below the cap, reserving and settling neither creates nor loses tokens: the balance is
+    /// the deposits minus exactly the retries used.
     #[test]
     fn reservation_and_settlement_conserve_tokens(
-        config in configs(),
-        requests in prop::collection::vec((0u32..6, Just(())), 1..100),
+        ratio_pct in 1u32..=100,
+        ttl_s in 1u64..20,
+        buckets in 1u32..=12,
+        requests in prop::collection::vec(0u32..6, 1..100),
     ) {
-        let budget = budget(&config);
+        // No floor, and a cap of 100 tokens that 100 deposits of at most one token never reach.
+        let budget = budget(&format!(
+            r#"{{"ratio": {}, "min_retries_per_second": 0, "ttl_ms": {}, "buckets": {buckets},
+                "max_retries": 100}}"#,
+            f64::from(ratio_pct) / 100.0,
+            ttl_s * 1000
+        ));
         let start = Timestamp::from_millis(5_000_000);
-        let empty = BudgetState::new(&budget, b"k", start);
-        let reserve = empty.balance_milli(&budget, start);
-        let mut one = empty.clone();
-        one.first_attempt(&budget, start);
-        let deposit = one.balance_milli(&budget, start) - reserve;
-
-        let mut state = empty;
+        let mut state = BudgetState::new(&budget, b"k", start);
+        while state.admit_retry(&budget, start) {}
         let mut reservations = Vec::new();
-        for (index, (used, _)) in requests.iter().enumerate() {
+        for (index, used) in requests.iter().enumerate() {
             // Within the first 80 ms: with a ttl of at least 1 s in at most 12 buckets, nothing
             // expires before the end.
             let at = start.saturating_add(Duration::from_millis(index as u64 % 80));
             reservations.push((state.reserve(&budget, at), *used));
         }
         let end = start.saturating_add(Duration::from_millis(80));
-        let mut used_total = 0i128;
+        let mut used_total = 0u64;
         for (reservation, used) in reservations {
             let refund = reservation.settle(used);
-            used_total += i128::from(reservation.retries - refund.retries);
+            used_total += u64::from(reservation.retries - refund.retries);
             state.refund(&budget, end, refund);
         }
         prop_assert_eq!(
             state.balance_milli(&budget, end),
-            reserve + deposit * requests.len() as i128 - used_total * 1000
+            budget.deposit_milli() * requests.len() as u64 - used_total * 1000
         );
     }
 

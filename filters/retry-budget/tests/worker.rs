@@ -52,8 +52,9 @@ fn respond(host: &FakeHost, chain: &mut Chain, stream: &mut ChainStream, headers
     chain.on_stream_end(host, stream);
 }
 
-/// One retry token (1 retry/s over 1 s) and nothing from traffic.
-const ONE_TOKEN: &str = r#"{"ratio": 0, "min_retries_per_second": 1, "ttl_ms": 1000}"#;
+/// One retry token (the cap: 1 retry/s for one second, one retry per request), refilled at 1/s,
+/// and nothing from traffic.
+const ONE_TOKEN: &str = r#"{"ratio": 0, "min_retries_per_second": 1, "max_retries": 1}"#;
 
 #[test]
 fn the_client_role_replaces_the_clients_retry_count_with_what_the_budget_affords() {
@@ -72,10 +73,10 @@ fn the_client_role_replaces_the_clients_retry_count_with_what_the_budget_affords
     assert_eq!(host.counter("mesh.retry_budget.requests"), 1);
     assert_eq!(host.counter("mesh.retry_budget.retries_allowed"), 3);
     assert_eq!(host.counter("mesh.retry_budget.retries_denied"), 0);
-    // The reserve of 100 tokens less the 3 reserved.
+    // The full budget (the cap: one second of 10 retries/s) less the 3 reserved.
     assert_eq!(
         host.gauge("mesh.retry_budget.budget_available.payments"),
-        Some(97)
+        Some(7)
     );
 }
 
@@ -90,7 +91,7 @@ fn an_empty_budget_stops_retries_and_unused_reservations_come_back() {
         retries, 0,
         "the one token is reserved by the request in flight"
     );
-    assert_eq!(host.counter("mesh.retry_budget.retries_denied"), 2 + 3);
+    assert_eq!(host.counter("mesh.retry_budget.retries_denied"), 1);
     // The first request needed no retry: its token is refunded with the next request.
     respond(
         &host,
@@ -111,7 +112,7 @@ fn an_empty_budget_stops_retries_and_unused_reservations_come_back() {
         !chain.has_pending_work(),
         "applied by the request's own update"
     );
-    // This one used its retry: nothing comes back until the withdrawal expires.
+    // This one used its retry: nothing comes back until the floor refills the budget.
     respond(
         &host,
         &mut chain,
@@ -124,7 +125,7 @@ fn an_empty_budget_stops_retries_and_unused_reservations_come_back() {
     assert_eq!(
         request_to(&host, &mut chain, "payments").1,
         1,
-        "refilled after the ttl"
+        "refilled by a second of the floor"
     );
 }
 
@@ -243,7 +244,8 @@ fn a_failed_reservation_gives_no_retries() {
 #[test]
 fn budgets_are_per_cluster_and_keys_past_max_keys_share_the_overflow_budget() {
     let host = FakeHost::new();
-    let config = r#"{"ratio": 0, "min_retries_per_second": 2, "ttl_ms": 1000, "max_keys": 1}"#;
+    let config = r#"{"ratio": 0, "min_retries_per_second": 2, "max_retries": 2, "ttl_ms": 1000,
+        "max_keys": 1}"#;
     let mut chain = filter(&host, config);
     assert_eq!(request_to(&host, &mut chain, "a").1, 2);
     assert_eq!(request_to(&host, &mut chain, "a").1, 0);
@@ -258,7 +260,7 @@ fn budgets_are_per_cluster_and_keys_past_max_keys_share_the_overflow_budget() {
         host.gauge("mesh.retry_budget.budget_available._overflow"),
         Some(0)
     );
-    // Once a's budget is idle (everything expired) its slot goes to the next new key.
+    // Once a's budget is idle (no request for a ttl) its slot goes to the next new key.
     host.advance(Duration::from_secs(2));
     let (_, retries) = request_to(&host, &mut chain, "d");
     assert_eq!(retries, 2);
@@ -339,7 +341,8 @@ fn authority_keys_and_hostile_bytes_never_trap() {
     );
 }
 
-const SERVER: &str = r#"{"role": "server", "ratio": 0.5, "min_retries_per_second": 1, "ttl_ms": 1000, "retry_header": "x-retry"}"#;
+const SERVER: &str = r#"{"role": "server", "ratio": 0.5, "min_retries_per_second": 1,
+    "max_retries": 1, "ttl_ms": 1000, "retry_header": "x-retry"}"#;
 
 #[test]
 fn the_server_role_admits_retries_within_the_ratio_and_rejects_the_rest() {
@@ -350,7 +353,7 @@ fn the_server_role_admits_retries_within_the_ratio_and_rejects_the_rest() {
         (":authority", "pay"),
         ("x-envoy-attempt-count", "2"),
     ];
-    // The reserve (1 retry/s over 1 s) admits one retry.
+    // The full budget (its cap: one retry) admits one retry.
     assert_eq!(open(&host, &mut chain, &retry).1, Verdict::Continue);
     let (mut rejected, verdict) = open(&host, &mut chain, &retry);
     assert_eq!(verdict, Verdict::Replied);
@@ -361,18 +364,18 @@ fn the_server_role_admits_retries_within_the_ratio_and_rejects_the_rest() {
         .contains(&("retry-after".to_owned(), "1".to_owned())));
     chain.on_stream_end(&host, &mut rejected);
     // First attempts always pass; each pair buys one more retry (ratio 0.5).
-    for _ in 0..4 {
-        let first = [
-            (":path", "/pay"),
-            (":authority", "pay"),
-            ("x-envoy-attempt-count", "1"),
-        ];
-        assert_eq!(open(&host, &mut chain, &first).1, Verdict::Continue);
-    }
     for header in [
         ("x-envoy-attempt-count", "3"),
         ("grpc-previous-rpc-attempts", "1"),
     ] {
+        for _ in 0..2 {
+            let first = [
+                (":path", "/pay"),
+                (":authority", "pay"),
+                ("x-envoy-attempt-count", "1"),
+            ];
+            assert_eq!(open(&host, &mut chain, &first).1, Verdict::Continue);
+        }
         assert_eq!(
             open(&host, &mut chain, &[(":authority", "pay"), header]).1,
             Verdict::Continue
@@ -409,13 +412,18 @@ fn the_server_role_tells_grpc_callers_not_to_retry() {
     let host = FakeHost::new();
     let mut chain = filter(
         &host,
-        r#"{"role": "server", "ratio": 0.1, "min_retries_per_second": 0}"#,
+        r#"{"role": "server", "ratio": 0.1, "min_retries_per_second": 0, "max_retries": 1}"#,
     );
     let retry = [
         (":path", "/pkg.Pay/Charge"),
         ("content-type", "application/grpc"),
         ("grpc-previous-rpc-attempts", "2"),
     ];
+    assert_eq!(
+        open(&host, &mut chain, &retry).1,
+        Verdict::Continue,
+        "the cap's one token"
+    );
     assert_eq!(open(&host, &mut chain, &retry).1, Verdict::Replied);
     let reply = host.replies().pop().unwrap();
     assert_eq!(reply.grpc_status, Some(GrpcStatus::Unavailable));
@@ -462,7 +470,8 @@ fn workers_on_several_threads_draw_on_one_budget_exactly() {
     const RETRIES_EACH: usize = 40;
     let store = Arc::new(MemoryStore::new());
     let barrier = Arc::new(std::sync::Barrier::new(WORKERS));
-    // 50 retries/s over 1 s: exactly 50 tokens, spent by 160 retries racing on 4 threads.
+    // A full budget of 50 tokens (one second of 50 retries/s), spent by 160 retries racing on 4
+    // threads.
     let config = r#"{"role": "server", "ratio": 0, "min_retries_per_second": 50, "ttl_ms": 1000}"#;
     let admitted: usize = (0..WORKERS)
         .map(|_| {
@@ -493,7 +502,7 @@ fn client_workers_on_several_threads_never_reserve_more_than_the_budget() {
     const WORKERS: usize = 4;
     let store = Arc::new(MemoryStore::new());
     let barrier = Arc::new(std::sync::Barrier::new(WORKERS));
-    // 30 tokens; each request may reserve 3; 4 × 20 requests in flight want 240.
+    // A full budget of 30 tokens; each request may reserve 3; 4 × 20 requests in flight want 240.
     let config = r#"{"ratio": 0, "min_retries_per_second": 30, "ttl_ms": 1000}"#;
     let reserved: u32 = (0..WORKERS)
         .map(|_| {

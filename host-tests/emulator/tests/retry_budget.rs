@@ -80,8 +80,9 @@ fn loads_with_an_empty_object_and_rejects_a_bad_configuration_naming_the_field()
 
 #[test]
 fn client_workers_on_threads_reserve_exactly_the_budget_then_get_it_back() {
-    // 40 tokens (4 retries/s over 10 s, nothing from traffic), 3 per request at most.
-    let config = r#"{"ratio": 0, "min_retries_per_second": 4, "ttl_ms": 10000}"#;
+    // A full budget of 40 tokens (its cap: max_retries), refilled at 1 retry/s, nothing from
+    // traffic; a request may take all 40.
+    let config = r#"{"ratio": 0, "min_retries_per_second": 1, "max_retries": 40}"#;
     let host = retry_budget()
         .workers(4)
         .plugin_config(config)
@@ -113,10 +114,10 @@ fn client_workers_on_threads_reserve_exactly_the_budget_then_get_it_back() {
         "never more than the budget, all of it under demand"
     );
     assert_eq!(counter(&host, "retries_allowed"), 40);
-    assert_eq!(counter(&host, "retries_denied"), 120 * 3 - 40);
+    assert_eq!(counter(&host, "retries_denied"), 120 * 40 - 40);
 
-    // No request needed a retry: every worker refunds on its tick, long before the ttl, and
-    // the whole budget is there again.
+    // No request needed a retry: every worker refunds on its tick, and the whole budget is
+    // there again (the floor alone would have refilled one token).
     for (mut stream, _) in streams {
         respond(&mut stream, 200, 1, &[]);
     }
@@ -130,8 +131,9 @@ fn client_workers_on_threads_reserve_exactly_the_budget_then_get_it_back() {
 }
 
 #[test]
-fn retries_made_stay_spent_until_the_ttl_refills_the_budget() {
-    let config = r#"{"ratio": 0, "min_retries_per_second": 3, "ttl_ms": 1000}"#;
+fn retries_made_stay_spent_until_the_floor_refills_the_budget() {
+    // A full budget of 3 tokens (one second of 3 retries/s), nothing from traffic.
+    let config = r#"{"ratio": 0, "min_retries_per_second": 3}"#;
     let host = retry_budget()
         .workers(2)
         .plugin_config(config)
@@ -147,11 +149,13 @@ fn retries_made_stay_spent_until_the_ttl_refills_the_budget() {
         0,
         "spent, on every worker"
     );
+    host.advance(Duration::from_millis(500)).unwrap();
+    assert_eq!(max_retries(&open(&b, request(1))), 1, "1.5 tokens");
     host.advance(Duration::from_secs(1)).unwrap();
     assert_eq!(
         max_retries(&open(&b, request(1))),
         3,
-        "refilled after the ttl"
+        "refilled to the cap by the floor"
     );
 }
 
@@ -176,52 +180,49 @@ fn a_pushback_seen_by_one_worker_stops_every_workers_retries() {
     assert_eq!(max_retries(&open(&b, request(1))), 3);
 }
 
-#[test]
-fn server_workers_on_threads_admit_exactly_the_budgets_retries_and_every_first_attempt() {
-    // 50 retries over the ttl from the reserve, plus 20 % of 200 first attempts = 90.
-    let config =
-        r#"{"role": "server", "ratio": 0.2, "min_retries_per_second": 5, "ttl_ms": 10000}"#;
-    let host = retry_budget()
-        .workers(4)
-        .plugin_config(config)
-        .start()
-        .unwrap();
-    let rejected_first: Vec<u64> = std::thread::scope(|scope| {
+/// Sends `each` requests of attempt number `attempt` from every worker on its own thread at once;
+/// returns how many got through (no local reply).
+fn admitted_on_threads(host: &EmulatedHost, attempt: u32, each: usize) -> usize {
+    std::thread::scope(|scope| {
         let threads: Vec<_> = host
             .workers()
             .iter()
             .map(|worker| {
                 scope.spawn(move || {
-                    (0..50)
-                        .filter(|_| open(worker, request(1)).local_response().is_some())
-                        .count() as u64
-                })
-            })
-            .collect();
-        threads.into_iter().map(|t| t.join().unwrap()).collect()
-    });
-    assert_eq!(
-        rejected_first.iter().sum::<u64>(),
-        0,
-        "first attempts always pass"
-    );
-    let admitted: usize = std::thread::scope(|scope| {
-        let threads: Vec<_> = host
-            .workers()
-            .iter()
-            .map(|worker| {
-                scope.spawn(move || {
-                    (0..60)
-                        .filter(|_| open(worker, request(2)).local_response().is_none())
+                    (0..each)
+                        .filter(|_| open(worker, request(attempt)).local_response().is_none())
                         .count()
                 })
             })
             .collect();
         threads.into_iter().map(|t| t.join().unwrap()).sum()
-    });
-    assert_eq!(admitted, 90);
-    assert_eq!(counter(&host, "retries_denied"), 240 - 90);
-    assert_eq!(counter(&host, "pushbacks_sent"), 240 - 90);
+    })
+}
+
+#[test]
+fn server_workers_on_threads_admit_exactly_the_budgets_retries_and_every_first_attempt() {
+    // A full budget of 50 tokens (one second of 50 retries/s); virtual time stands still, so the
+    // floor adds nothing.
+    let config =
+        r#"{"role": "server", "ratio": 0.2, "min_retries_per_second": 50, "ttl_ms": 10000}"#;
+    let host = retry_budget()
+        .workers(4)
+        .plugin_config(config)
+        .start()
+        .unwrap();
+    assert_eq!(admitted_on_threads(&host, 2, 20), 50, "the full budget");
+    assert_eq!(
+        admitted_on_threads(&host, 1, 50),
+        200,
+        "first attempts always pass"
+    );
+    assert_eq!(
+        admitted_on_threads(&host, 2, 20),
+        40,
+        "20 % of the 200 first attempts"
+    );
+    assert_eq!(counter(&host, "retries_denied"), 160 - 90);
+    assert_eq!(counter(&host, "pushbacks_sent"), 160 - 90);
     let rejection = open(&host.worker(0).unwrap(), request(3))
         .local_response()
         .unwrap();
@@ -231,7 +232,9 @@ fn server_workers_on_threads_admit_exactly_the_budgets_retries_and_every_first_a
 
 #[test]
 fn the_server_role_rejects_grpc_retries_with_a_do_not_retry_pushback() {
-    let config = r#"{"role": "server", "ratio": 0.1, "min_retries_per_second": 0}"#;
+    // Its cap (max_retries: 1) admits the first retry.
+    let config =
+        r#"{"role": "server", "ratio": 0.1, "min_retries_per_second": 0, "max_retries": 1}"#;
     let host = retry_budget().plugin_config(config).start().unwrap();
     let headers = HeaderMap::from([
         (":method", "POST"),
@@ -239,9 +242,9 @@ fn the_server_role_rejects_grpc_retries_with_a_do_not_retry_pushback() {
         ("content-type", "application/grpc"),
         ("grpc-previous-rpc-attempts", "1"),
     ]);
-    let reply = open(&host.worker(0).unwrap(), headers)
-        .local_response()
-        .unwrap();
+    let worker = host.worker(0).unwrap();
+    assert!(open(&worker, headers.clone()).local_response().is_none());
+    let reply = open(&worker, headers).local_response().unwrap();
     assert_eq!(reply.grpc_status, Some(14), "UNAVAILABLE");
     assert_eq!(reply.headers.get_str("grpc-retry-pushback-ms"), Some("-1"));
 }

@@ -1,7 +1,7 @@
 //! retry_budget.wasm in the real Envoy (build it first with `cargo build --release --target
 //! wasm32-wasip1 -p retry-budget`, or `cargo xtask build`), in front of an upstream that fails
 //! on purpose: the client role makes Envoy's router stop retrying once the budget is spent and
-//! retry again once it refills; the server role rejects retries past the ratio (HTTP and gRPC)
+//! retry again once its floor refills it; the server role rejects retries past the ratio (HTTP and gRPC)
 //! while first attempts pass; the metrics reach `/stats/prometheus`.
 //!
 //! Each test runs its own Envoy (two workers, so the budget is shared through shared data);
@@ -99,7 +99,7 @@ async fn get(sidecar: SocketAddr, headers: &[(&str, &str)]) -> Answer {
 }
 
 #[test]
-fn the_client_role_stops_envoys_retries_when_the_budget_is_spent_and_resumes_after_the_ttl() {
+fn the_client_role_stops_envoys_retries_when_the_budget_is_spent_and_resumes_once_it_refills() {
     let runtime = runtime();
     let upstream = runtime
         .block_on(Upstream::start(UpstreamConfig {
@@ -107,8 +107,9 @@ fn the_client_role_stops_envoys_retries_when_the_budget_is_spent_and_resumes_aft
             ..UpstreamConfig::new("payments")
         }))
         .unwrap();
-    // Four retries per 2 s, nothing from traffic: the budget is spent in two failing requests.
-    let config = json!({"ratio": 0, "min_retries_per_second": 2, "ttl_ms": 2000, "buckets": 4});
+    // A full budget of 3 tokens (its cap: max_retries), refilled at 1 retry/s, nothing from
+    // traffic: the first failing request spends it.
+    let config = json!({"ratio": 0, "min_retries_per_second": 1});
     let envoy = envoy_with_budget(&config, upstream.addr());
     let sidecar = envoy.listener_addr("sidecar").unwrap();
 
@@ -121,19 +122,14 @@ fn the_client_role_stops_envoys_retries_when_the_budget_is_spent_and_resumes_aft
     );
     assert_eq!(
         runtime.block_on(get(sidecar, &[])).attempts,
-        2,
-        "one token left"
-    );
-    assert_eq!(
-        runtime.block_on(get(sidecar, &[])).attempts,
         1,
         "spent: no retry"
     );
     assert_eq!(runtime.block_on(get(sidecar, &[])).attempts, 1);
     let counters = upstream.counters();
-    assert_eq!((counters.received, counters.retries), (8, 4));
+    assert_eq!((counters.received, counters.retries), (6, 3));
 
-    // Once the withdrawals expire, Envoy retries again.
+    // Once the floor has refilled a token, Envoy retries again.
     let refilled = loop {
         let answer = runtime.block_on(get(sidecar, &[]));
         if answer.attempts > 1 {
@@ -142,17 +138,17 @@ fn the_client_role_stops_envoys_retries_when_the_budget_is_spent_and_resumes_aft
         assert!(started.elapsed() < WAIT, "the budget never refilled");
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(refilled.attempts, 4);
+    assert_eq!(refilled.attempts, 2, "one token");
     assert!(
-        started.elapsed() >= Duration::from_millis(1500),
-        "refilled before its withdrawals could expire: {:?}",
+        started.elapsed() >= Duration::from_secs(1),
+        "refilled faster than 1 retry/s: {:?}",
         started.elapsed()
     );
 
     envoy
-        .wait_for_stat(&stat("retries_observed"), WAIT, |n| n == 3 + 1 + 3)
+        .wait_for_stat(&stat("retries_observed"), WAIT, |n| n == 3 + 1)
         .unwrap();
-    assert_eq!(envoy.stat(&stat("retries_allowed")).unwrap(), Some(7));
+    assert_eq!(envoy.stat(&stat("retries_allowed")).unwrap(), Some(4));
     assert!(
         envoy
             .stat(&stat("budget_available.payments"))
@@ -183,12 +179,17 @@ fn the_server_role_rejects_retries_past_the_ratio_and_lets_first_attempts_throug
     let upstream = runtime
         .block_on(Upstream::start(UpstreamConfig::new("payments")))
         .unwrap();
-    // Half a retry per first attempt, no per-second minimum, over a minute.
-    let config =
-        json!({"role": "server", "ratio": 0.5, "min_retries_per_second": 0, "ttl_ms": 60000});
+    // Half a retry per first attempt, no per-second minimum, over a minute; a full budget of 5
+    // tokens (its cap: max_retries).
+    let config = json!({"role": "server", "ratio": 0.5, "min_retries_per_second": 0,
+        "ttl_ms": 60000, "max_retries": 5});
     let envoy = envoy_with_budget(&config, upstream.addr());
     let sidecar = envoy.listener_addr("sidecar").unwrap();
 
+    for _ in 0..5 {
+        let answer = runtime.block_on(get(sidecar, &[("x-envoy-attempt-count", "2")]));
+        assert_eq!(answer.status, StatusCode::OK, "the full budget");
+    }
     for _ in 0..10 {
         assert_eq!(runtime.block_on(get(sidecar, &[])).status, StatusCode::OK);
     }
@@ -211,7 +212,7 @@ fn the_server_role_rejects_retries_past_the_ratio_and_lets_first_attempts_throug
     );
     // (The route's router numbers its own attempts, so the upstream sees every request as a first
     // attempt: count them all.)
-    assert_eq!(upstream.counters().received, 16);
+    assert_eq!(upstream.counters().received, 21);
 
     // A gRPC client that retries on its own is told not to.
     let mut client = runtime
@@ -234,6 +235,6 @@ fn the_server_role_rejects_retries_past_the_ratio_and_lets_first_attempts_throug
         .wait_for_stat(&stat("retries_denied"), WAIT, |n| n == 6)
         .unwrap();
     assert_eq!(envoy.stat(&stat("pushbacks_sent")).unwrap(), Some(6));
-    assert_eq!(envoy.stat(&stat("retries_allowed")).unwrap(), Some(5));
+    assert_eq!(envoy.stat(&stat("retries_allowed")).unwrap(), Some(10));
     envoy.shutdown();
 }

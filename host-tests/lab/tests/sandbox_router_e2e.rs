@@ -4,7 +4,7 @@
 //! retried with `previous_priorities`): keys in a header or W3C baggage reach their sandbox,
 //! unknown keys the baseline; keys from an untrusted source (a client bound to 127.0.0.2) and
 //! spoofed routing headers never pick a cluster, and the upstream sees neither the key header nor
-//! the baggage member; a sandbox killed mid-run is served by the baseline with no client error;
+//! the baggage member (on any of several `baggage` lines); a sandbox killed mid-run is served by the baseline with no client error;
 //! sandboxes added to and removed from the dynamic registry (served by a lab upstream) are picked
 //! up within a refresh interval, and a failing registry keeps the last good list. Every test
 //! checks the filter's metrics in `/stats/prometheus`.
@@ -233,6 +233,13 @@ fn keys_in_a_header_or_baggage_route_and_untrusted_or_spoofed_ones_reach_the_bas
     assert_eq!(untrusted.seen.headers.get(KEY_HEADER), None);
     assert_eq!(untrusted.seen.headers["baggage"], "userId=alice");
 
+    // Baggage sent on several lines is one list: a key on any line routes, or is stripped.
+    let lines = [("baggage", "userId=alice"), ("baggage", "sandbox=beta")];
+    assert_eq!(lab.get(TRUSTED, &lines).upstream, beta);
+    let untrusted_lines = lab.get(UNTRUSTED, &lines);
+    assert_eq!(untrusted_lines.upstream, BASELINE);
+    assert_eq!(untrusted_lines.seen.headers["baggage"], "userId=alice");
+
     // A routing header sent by a client never picks a cluster, from any source.
     let spoof = fallback_cluster("alpha");
     for source in [TRUSTED, UNTRUSTED] {
@@ -251,16 +258,16 @@ fn keys_in_a_header_or_baggage_route_and_untrusted_or_spoofed_ones_reach_the_bas
     let counts = |upstream: &UpstreamHandle| upstream.counters().received;
     assert_eq!(
         (counts(&lab.alpha), counts(&lab.beta), counts(&lab.baseline)),
-        (2, 2, 4)
+        (2, 3, 5)
     );
     lab.envoy
-        .wait_for_stat(&stat("untrusted_stripped"), WAIT, |n| n == 1)
+        .wait_for_stat(&stat("untrusted_stripped"), WAIT, |n| n == 2)
         .unwrap();
     for (metric, value) in [
         ("routed_alpha", 2.0),
-        ("routed_beta", 2.0),
+        ("routed_beta", 3.0),
         ("unknown_key", 1.0),
-        ("untrusted_stripped", 1.0),
+        ("untrusted_stripped", 2.0),
         ("fallback_to_baseline", 0.0),
         ("routed_unlisted", 0.0),
         ("registry_size", 2.0),

@@ -729,7 +729,7 @@ fn expectations(scenario: &SandboxScenario, report: &SandboxReport) -> Vec<Expec
             .and_then(|stats| stats.responders.get(BASELINE))
             .copied()
             .unwrap_or(0);
-        served - by_baseline
+        served.saturating_sub(by_baseline)
     };
     vec![
         check(

@@ -4,10 +4,11 @@
 //! retried with `previous_priorities`): keys in a header or W3C baggage reach their sandbox,
 //! unknown keys the baseline; keys from an untrusted source (a client bound to 127.0.0.2) and
 //! spoofed routing headers never pick a cluster, and the upstream sees neither the key header nor
-//! the baggage member (on any of several `baggage` lines); a sandbox killed mid-run is served by the baseline with no client error;
-//! sandboxes added to and removed from the dynamic registry (served by a lab upstream) are picked
-//! up within a refresh interval, and a failing registry keeps the last good list. Every test
-//! checks the filter's metrics in `/stats/prometheus`.
+//! the baggage member (on any of several `baggage` lines); a sandbox killed mid-run or answering
+//! 503 is served by the baseline with no client error; sandboxes added to and removed from the
+//! dynamic registry (served by a lab upstream) are picked up within a refresh interval, and a
+//! failing registry keeps the last good list. Every test checks the filter's metrics in
+//! `/stats/prometheus`.
 //!
 //! Each test runs its own Envoy (two workers); `shutdown()` fails the test on any wasm panic or
 //! trap.
@@ -278,9 +279,9 @@ fn keys_in_a_header_or_baggage_route_and_untrusted_or_spoofed_ones_reach_the_bas
 }
 
 #[test]
-fn a_sandbox_killed_mid_run_falls_back_to_the_baseline_without_a_client_error() {
+fn a_sandbox_killed_mid_run_or_answering_503_falls_back_to_the_baseline_without_a_client_error() {
     const CLIENTS: usize = 4;
-    /// Fallbacks to see before the sandbox comes back.
+    /// Fallbacks to see while the sandbox is down, and while it answers 503.
     const FALLBACKS: usize = 20;
     let config = json!({
         "sandboxes": {"alpha": fallback_cluster("alpha")},
@@ -334,6 +335,17 @@ fn a_sandbox_killed_mid_run_falls_back_to_the_baseline_without_a_client_error() 
         }
     }
     lab.runtime.block_on(lab.alpha.restart()).unwrap();
+    while next(&mut answers) != alpha {}
+    // A sandbox answering 503 falls back the same way.
+    lab.alpha
+        .set_fault(Fault::http_error(1.0, StatusCode::SERVICE_UNAVAILABLE));
+    let mut fallbacks = 0;
+    while fallbacks < FALLBACKS {
+        if next(&mut answers) == BASELINE {
+            fallbacks += 1;
+        }
+    }
+    lab.alpha.clear_fault();
     while next(&mut answers) != alpha {}
     stop.store(true, Ordering::SeqCst);
     lab.runtime.block_on(async {

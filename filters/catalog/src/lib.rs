@@ -78,7 +78,7 @@ pub const MODULES: &[Module] = &[
                 "  curl -s {admin}/stats/prometheus | grep mesh_sandbox_router",
             ],
         }),
-        scenario: None,
+        scenario: Some("sandbox"),
         bench_config: Some("{}"),
     },
     Module {

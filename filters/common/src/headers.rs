@@ -32,7 +32,8 @@ impl HeaderMapKind {
 
 #[cfg(target_arch = "wasm32")]
 pub use host::{
-    add_header, clear_route_cache, header_bytes, header_str, remove_header, set_header,
+    add_header, clear_route_cache, header_bytes, header_str, header_values, remove_header,
+    set_header,
 };
 
 #[cfg(target_arch = "wasm32")]
@@ -72,6 +73,16 @@ mod host {
                 None
             }
         }
+    }
+
+    /// Every value of header `name` (one per header line), in order; `Err` when the map is
+    /// unavailable.
+    pub fn header_values(kind: HeaderMapKind, name: &str) -> Result<Vec<Vec<u8>>, HostError> {
+        Ok(map_pairs(abi(kind))?
+            .into_iter()
+            .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
+            .collect())
     }
 
     /// Every pair of the header map with ABI number `map_type` (a callout response's headers or

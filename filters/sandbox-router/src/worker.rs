@@ -5,10 +5,11 @@
 //! Per request (request headers only; no shared-data access):
 //! 1. A routing header sent by the client is removed, whatever else happens (a failed removal
 //!    answers 500: no client may pick a cluster).
-//! 2. The key header, the `baggage` header and, when either is present, the connection's
-//!    `source.address` property are read as bytes and decided on by the pure
-//!    [`Policy`](crate::policy::Policy).
-//! 3. Strip: the key header and every baggage member named `baggage_key` are removed. Route: the
+//! 2. The key header, the `baggage` header (every line of it, joined into one list) and, when
+//!    either is present, the connection's `source.address` property are read as bytes and
+//!    decided on by the pure [`Policy`](crate::policy::Policy).
+//! 3. Strip: the key header and every baggage member named `baggage_key` are removed (the
+//!    baggage lines are replaced by one line holding the other members). Route: the
 //!    routing header is set to the registry's cluster name (never the client's bytes). Unknown:
 //!    the baseline, or a local 404 reply.
 //! 4. Whenever the routing header was removed or set, the route cache is cleared so Envoy picks
@@ -54,6 +55,20 @@ pub const CAS_RETRIES: u32 = 32;
 const REGISTRY_KEY: &str = "registry";
 /// The longest tick period with a dynamic registry (shorter intervals tick 4 times per interval).
 const MAX_TICK_PERIOD: Duration = Duration::from_secs(1);
+
+/// The request's `baggage` as one list: the header's lines joined with `,` (a list field sent on
+/// several lines means the same as one comma-joined line, and W3C Baggage allows several), so a
+/// member on any line is read and stripped. `None` without the header; when it is on one line,
+/// a single header read.
+fn baggage_list(host: &dyn Host) -> Option<Vec<u8>> {
+    let request = HeaderMapKind::RequestHeaders;
+    let first = host.header(request, BAGGAGE_HEADER)?;
+    let lines = host.header_values(request, BAGGAGE_HEADER);
+    if lines.len() <= 1 {
+        return Some(first);
+    }
+    Some(lines.join(&b","[..]))
+}
 
 /// The metrics one worker updates (Envoy shares a stat between the workers defining it).
 struct Metrics {
@@ -354,7 +369,7 @@ impl Filter for SandboxRouter {
             .config
             .baggage_key
             .as_ref()
-            .and_then(|_| host.header(request, BAGGAGE_HEADER));
+            .and_then(|_| baggage_list(host));
         let source = if header.is_some() || baggage.is_some() {
             host.property(&["source", "address"])
                 .and_then(|address| source_ip(&address))

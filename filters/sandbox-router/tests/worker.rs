@@ -1,13 +1,14 @@
 //! The shipped worker logic ([`SandboxRouter`] on the filter kit), natively against the kit's
 //! fake host: routing by header and baggage, the client's routing header always removed,
-//! untrusted keys stripped before the application sees them, unknown keys, `self`, fallback
+//! untrusted keys stripped before the application sees them (from every `baggage` line), unknown
+//! keys, `self`, fallback
 //! counting, bounded per-sandbox counters, hostile bytes and several workers on several threads.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use meshkit::headers::HeaderMapKind;
 use meshkit::kit::chain::ChainStream;
 use meshkit::kit::fake::FakeHost;
-use meshkit::kit::{Chain, MemberFactory, Verdict};
+use meshkit::kit::{Chain, Host, MemberFactory, Verdict};
 #[cfg(not(target_arch = "wasm32"))]
 use meshkit::shared::MemoryStore;
 use sandbox_router::worker::MAX_ROUTED_COUNTERS;
@@ -156,6 +157,33 @@ fn untrusted_keys_are_stripped_from_header_and_baggage() {
     request(&host, &mut chain, UNTRUSTED, &[("baggage", "userId=alice")]);
     assert_eq!(sent(&host, "baggage").as_deref(), Some("userId=alice"));
     assert_eq!(counter(&host, "untrusted_stripped"), 3);
+}
+
+#[test]
+fn a_baggage_header_on_several_lines_is_one_list_routed_by_and_stripped_from_every_line() {
+    let host = FakeHost::new();
+    let mut chain = router(&host, CONFIG);
+    let lines = [
+        ("baggage", "userId=alice"),
+        ("baggage", "sandbox=feature-y"),
+    ];
+    request(&host, &mut chain, TRUSTED, &lines);
+    assert_eq!(sent(&host, ROUTING).as_deref(), Some("sandbox_y"));
+    assert_eq!(
+        host.header_values(HeaderMapKind::RequestHeaders, "baggage")
+            .len(),
+        2,
+        "trusted baggage travels on untouched"
+    );
+
+    request(&host, &mut chain, UNTRUSTED, &lines);
+    assert_eq!(sent(&host, ROUTING), None);
+    assert_eq!(
+        host.header_values(HeaderMapKind::RequestHeaders, "baggage"),
+        [b"userId=alice".to_vec()],
+        "the key on the second line is stripped"
+    );
+    assert_eq!(counter(&host, "untrusted_stripped"), 1);
 }
 
 #[test]

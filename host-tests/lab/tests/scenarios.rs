@@ -1,7 +1,7 @@
 //! Every named scenario runs end to end (real Envoy, upstream, load) in a two-second smoke run, so none
 //! of the benchmarks rots between the runs that measure with them, and shows the directions it expects
 //! (e.g. our filter sheds in overload and never below capacity; a retry budget amplifies less than none;
-//! cacheable calls reach the cache and no other call does).
+//! cacheable calls reach the cache and no other call does; no unkeyed request reaches a sandbox).
 #![allow(clippy::panic)]
 
 use std::time::Duration;
@@ -119,4 +119,33 @@ fn the_cache_failover_scenario_runs_end_to_end_in_a_smoke_run() {
         .write_json(out_dir.path())
         .unwrap_or_else(|e| panic!("cache-failover: writing JSON: {e}"));
     assert!(report.table().contains("entity-cache"));
+}
+
+#[test]
+fn the_sandbox_scenario_runs_end_to_end_in_a_smoke_run() {
+    let mode = RunMode::Smoke {
+        total: Duration::from_secs(2),
+    };
+    let sandbox = scenario::sandbox::sandbox();
+    let report = scenario::sandbox::run(&sandbox, mode).unwrap_or_else(|e| panic!("sandbox: {e}"));
+    assert!(report.smoke);
+    for variant in &sandbox.variants {
+        for phase in &sandbox.phases {
+            let row = report
+                .result(variant.name, phase.name)
+                .unwrap_or_else(|| panic!("sandbox: no row for {} / {}", variant.name, phase.name));
+            assert!(row.sent > 0 && row.keyed > 0, "{row:?}");
+        }
+    }
+    let missed = report.missed();
+    assert!(
+        missed.is_empty(),
+        "sandbox: directions missed in the smoke run: {missed:#?}\n{}",
+        report.table()
+    );
+    let out_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    report
+        .write_json(out_dir.path())
+        .unwrap_or_else(|e| panic!("sandbox: writing JSON: {e}"));
+    assert!(report.table().contains("sandbox-router"));
 }

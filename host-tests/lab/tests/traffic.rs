@@ -166,6 +166,33 @@ async fn http_error_fault_then_clear() {
 }
 
 #[tokio::test]
+async fn a_document_set_at_runtime_is_served_for_its_path_only() {
+    let upstream = start(UpstreamConfig::new("registry")).await;
+    let client = http_client();
+    upstream.set_document("/hello?x=1", r#"[{"name": "a"}]"#);
+    let reply = get(&client, &upstream, &[]).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["content-type"], "application/json");
+    assert_eq!(reply.body, r#"[{"name": "a"}]"#);
+    upstream.set_document("/hello?x=1", "[]");
+    assert_eq!(get(&client, &upstream, &[]).await.unwrap().body, "[]");
+    let other = client
+        .get(format!("{}/other", upstream.url()).parse().unwrap())
+        .await
+        .unwrap();
+    let echoed: EchoedRequest =
+        serde_json::from_slice(&other.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(echoed.path, "/other");
+    upstream.set_fault(Fault::http_error(1.0, StatusCode::SERVICE_UNAVAILABLE));
+    let reply = get(&client, &upstream, &[]).await.unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "faults still apply"
+    );
+}
+
+#[tokio::test]
 async fn grpc_echo_answers_with_upstream_name() {
     let upstream = start(UpstreamConfig::new("grpc-a")).await;
     let mut client = grpc_client(&upstream).await;
@@ -475,6 +502,12 @@ async fn request_classes_split_traffic_and_carry_their_headers() {
     assert_eq!(report.classes["marked"].requests, 20);
     assert_eq!(report.classes["plain"].requests, 80);
     assert_eq!(report.classes["marked"].successes, 20);
+    // Every success is tallied under the upstream that answered it.
+    assert_eq!(
+        report.classes["marked"].responders,
+        [("classes".to_owned(), 20)].into()
+    );
+    assert_eq!(report.totals.responders["classes"], 100);
     let counters = upstream.counters();
     assert_eq!((counters.received, counters.retries), (100, 20));
 }

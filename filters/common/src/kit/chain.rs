@@ -137,6 +137,10 @@ impl Host for MemberHost<'_> {
         self.host.header(kind, name)
     }
 
+    fn header_values(&self, kind: HeaderMapKind, name: &str) -> Vec<Vec<u8>> {
+        self.host.header_values(kind, name)
+    }
+
     fn set_header(&self, kind: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
         self.host.set_header(kind, name, value)
     }

@@ -285,6 +285,16 @@ impl Host for FakeHost {
             .map(|(_, value)| value.clone())
     }
 
+    fn header_values(&self, kind: HeaderMapKind, name: &str) -> Vec<Vec<u8>> {
+        let maps = self.maps.borrow();
+        maps.get(&kind).map_or_else(Vec::new, |list| {
+            list.iter()
+                .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.clone())
+                .collect()
+        })
+    }
+
     fn set_header(&self, kind: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
         self.remove_header(kind, name)?;
         self.add_header_bytes(kind, name, value);
@@ -441,6 +451,22 @@ mod tests {
         assert_eq!(store.set("k", b"4", cas), Err(StoreError::CasMismatch));
         assert_eq!(store.set("k", b"5", cas), Ok(()));
         assert_eq!(host.failed_cas_writes(), 2);
+    }
+
+    #[test]
+    fn a_header_on_several_lines_gives_its_first_value_or_all_of_them() {
+        let host = FakeHost::new();
+        let request = HeaderMapKind::RequestHeaders;
+        host.set_request_headers(&[("baggage", "a=1"), ("x", "y"), ("Baggage", "b=2")]);
+        assert_eq!(host.header(request, "baggage"), Some(b"a=1".to_vec()));
+        assert_eq!(
+            host.header_values(request, "baggage"),
+            [b"a=1".to_vec(), b"b=2".to_vec()]
+        );
+        assert!(host.header_values(request, "absent").is_empty());
+        assert!(host
+            .header_values(HeaderMapKind::ResponseHeaders, "baggage")
+            .is_empty());
     }
 
     #[test]

@@ -30,8 +30,13 @@ pub trait Host {
     fn now(&self) -> Timestamp;
 
     /// The value of header `name` in map `kind` as bytes; `None` when absent or when the map is
-    /// not available in the current phase.
+    /// not available in the current phase. A header sent on several lines gives its first value
+    /// only (Envoy's `get_header_map_value`): read a list header with [`Self::header_values`].
     fn header(&self, kind: HeaderMapKind, name: &str) -> Option<Vec<u8>>;
+
+    /// Every value of header `name` in map `kind`, one per header line, in order; empty when
+    /// absent or when the map is not available in the current phase.
+    fn header_values(&self, kind: HeaderMapKind, name: &str) -> Vec<Vec<u8>>;
 
     /// Replaces (or adds) header `name` in map `kind`.
     fn set_header(&self, kind: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError>;

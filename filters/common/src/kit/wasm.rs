@@ -41,6 +41,13 @@ impl Host for WasmHost {
         })
     }
 
+    fn header_values(&self, kind: HeaderMapKind, name: &str) -> Vec<Vec<u8>> {
+        headers::header_values(kind, name).unwrap_or_else(|err| {
+            log::debug!("cannot read {kind:?} {name}: {err}");
+            Vec::new()
+        })
+    }
+
     fn set_header(&self, kind: HeaderMapKind, name: &str, value: &[u8]) -> Result<(), HostError> {
         headers::set_header(kind, name, value)
     }

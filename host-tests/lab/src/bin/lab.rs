@@ -138,6 +138,12 @@ fn run_scenarios(name: &str, smoke: bool) -> Result<(), String> {
                 .map_err(|e| format!("scenario `{failover}`: {e}"))?;
         print(report.table(), report.write_json(&out_dir))?;
     }
+    if name == scenario::sandbox::NAME || name == "all" {
+        eprintln!("lab: running scenario `{}` ...", scenario::sandbox::NAME);
+        let report = scenario::sandbox::run(&scenario::sandbox::sandbox(), mode)
+            .map_err(|e| format!("scenario `{}`: {e}", scenario::sandbox::NAME))?;
+        print(report.table(), report.write_json(&out_dir))?;
+    }
     for s in &scenarios {
         eprintln!("lab: running scenario `{}` ...", s.name);
         let report = scenario::run(s, mode).map_err(|e| format!("scenario `{}`: {e}", s.name))?;

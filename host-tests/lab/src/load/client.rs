@@ -26,6 +26,7 @@ use super::{
 };
 use crate::upstream::proto::echo_client::EchoClient;
 use crate::upstream::proto::{EchoReply, EchoRequest, SlowRequest};
+use crate::upstream::UPSTREAM_NAME_HEADER;
 
 /// How one attempt (or a whole client request, for its last attempt) ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,10 +67,29 @@ impl Outcome {
     }
 }
 
+/// How one attempt ended, and which upstream answered it.
+struct Attempt {
+    outcome: Outcome,
+    /// The response's [`UPSTREAM_NAME_HEADER`], if any.
+    responder: Option<String>,
+}
+
+impl From<Outcome> for Attempt {
+    /// An attempt that got no response naming its upstream.
+    fn from(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            responder: None,
+        }
+    }
+}
+
 /// The final outcome of one client request.
 pub(crate) struct Finished {
     pub(crate) class: usize,
     pub(crate) outcome: Outcome,
+    /// The upstream that answered the final attempt ([`UPSTREAM_NAME_HEADER`]), if named.
+    pub(crate) responder: Option<String>,
     /// From the scheduled send time to the final outcome.
     pub(crate) latency: Duration,
     /// Attempts made, retries included.
@@ -242,7 +262,7 @@ impl Client {
     }
 
     /// One attempt on the next connection of the pool (no timeout: the caller bounds it).
-    async fn attempt(&self, plan: &RequestPlan, class: usize, attempt: u32) -> Outcome {
+    async fn attempt(&self, plan: &RequestPlan, class: usize, attempt: u32) -> Attempt {
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         match &self.pool {
             Pool::Http1(slots) => {
@@ -255,10 +275,16 @@ impl Client {
             }
             Pool::Grpc(clients) => {
                 let mut client = clients[turn % clients.len()].clone();
-                match plan.grpc_call(&mut client, class, attempt).await {
-                    Ok(response) if response.metadata().contains_key(SHED_HEADER) => Outcome::Shed,
-                    Ok(_) => Outcome::Success,
-                    Err(status) => classify_grpc_error(&status),
+                let (outcome, metadata) = match plan.grpc_call(&mut client, class, attempt).await {
+                    Ok(response) if response.metadata().contains_key(SHED_HEADER) => {
+                        (Outcome::Shed, response.metadata().clone())
+                    }
+                    Ok(response) => (Outcome::Success, response.metadata().clone()),
+                    Err(status) => (classify_grpc_error(&status), status.metadata().clone()),
+                };
+                Attempt {
+                    outcome,
+                    responder: responder(&metadata.into_headers()),
                 }
             }
         }
@@ -275,16 +301,17 @@ pub(crate) async fn request(
     let mut attempt = 1;
     let mut attempt_start = due;
     loop {
-        let outcome = tokio::time::timeout_at(
+        let Attempt { outcome, responder } = tokio::time::timeout_at(
             attempt_start + plan.timeout,
             client.attempt(&plan, class, attempt),
         )
         .await
-        .unwrap_or(Outcome::Timeout);
+        .unwrap_or_else(|_| Outcome::Timeout.into());
         if !outcome.retryable() || attempt > plan.retry.max_retries {
             return Finished {
                 class,
                 outcome,
+                responder,
                 latency: due.elapsed(),
                 attempts: attempt,
             };
@@ -299,7 +326,7 @@ async fn http1_attempt(
     slot: &Http1Slot,
     target: SocketAddr,
     request: Request<Empty<Bytes>>,
-) -> Outcome {
+) -> Attempt {
     let mut idle = slot.lock().await;
     // Taken out of the slot for the exchange: if the attempt is cut short (timeout), the half-used
     // connection is dropped instead of being reused.
@@ -311,7 +338,7 @@ async fn http1_attempt(
         Some(sender) => sender,
         None => match connect_http1(target).await {
             Ok(sender) => sender,
-            Err(outcome) => return outcome,
+            Err(outcome) => return outcome.into(),
         },
     };
     let response = match sender.try_send_request(request).await {
@@ -320,30 +347,30 @@ async fn http1_attempt(
             // The peer closed the idle connection before the request went out (a keep-alive race):
             // send it once more on a fresh connection, as HTTP clients do.
             let Some(unsent) = error.take_message() else {
-                return Outcome::Transport;
+                return Outcome::Transport.into();
             };
             sender = match connect_http1(target).await {
                 Ok(sender) => sender,
-                Err(outcome) => return outcome,
+                Err(outcome) => return outcome.into(),
             };
             match sender.send_request(unsent).await {
                 Ok(response) => response,
-                Err(_) => return Outcome::Transport,
+                Err(_) => return Outcome::Transport.into(),
             }
         }
     };
-    let outcome = read_http_response(response).await;
-    if outcome != Outcome::Transport {
+    let attempt = read_http_response(response).await;
+    if attempt.outcome != Outcome::Transport {
         *idle = Some(sender);
     }
-    outcome
+    attempt
 }
 
 async fn http2_attempt(
     slot: &Http2Slot,
     target: SocketAddr,
     request: Request<Empty<Bytes>>,
-) -> Outcome {
+) -> Attempt {
     let mut sender = {
         let mut shared = slot.lock().await;
         match shared.as_ref().filter(|sender| !sender.is_closed()) {
@@ -353,25 +380,34 @@ async fn http2_attempt(
                     *shared = Some(sender.clone());
                     sender
                 }
-                Err(outcome) => return outcome,
+                Err(outcome) => return outcome.into(),
             },
         }
     };
     if sender.ready().await.is_err() {
-        return Outcome::Transport;
+        return Outcome::Transport.into();
     }
     match sender.send_request(request).await {
         Ok(response) => read_http_response(response).await,
-        Err(_) => Outcome::Transport,
+        Err(_) => Outcome::Transport.into(),
     }
 }
 
-async fn read_http_response(response: Response<Incoming>) -> Outcome {
+async fn read_http_response(response: Response<Incoming>) -> Attempt {
     let (parts, body) = response.into_parts();
     if body.collect().await.is_err() {
-        return Outcome::Transport;
+        return Outcome::Transport.into();
     }
-    classify_http(parts.status, &parts.headers)
+    Attempt {
+        outcome: classify_http(parts.status, &parts.headers),
+        responder: responder(&parts.headers),
+    }
+}
+
+/// The upstream named by a response's [`UPSTREAM_NAME_HEADER`].
+fn responder(headers: &HeaderMap) -> Option<String> {
+    let name = headers.get(UPSTREAM_NAME_HEADER)?;
+    Some(String::from_utf8_lossy(name.as_bytes()).into_owned())
 }
 
 fn classify_http(status: StatusCode, headers: &HeaderMap) -> Outcome {

@@ -103,6 +103,9 @@ pub struct OutcomeStats {
     pub latency_success: LatencySummary,
     /// Latency of all sent requests (timeouts count as their time to the timeout; drops are excluded).
     pub latency_all: LatencySummary,
+    /// Successful requests by the upstream that answered them (the response's `x-upstream-name`);
+    /// successes without that header are not counted here.
+    pub responders: BTreeMap<String, u64>,
 }
 
 /// Result of a load run.
@@ -161,6 +164,7 @@ struct OutcomeTally {
     responses: u64,
     successes: u64,
     errors: ErrorCounts,
+    responders: BTreeMap<String, u64>,
     success: Histogram<u64>,
     all: Histogram<u64>,
 }
@@ -172,12 +176,13 @@ impl OutcomeTally {
             responses: 0,
             successes: 0,
             errors: ErrorCounts::default(),
+            responders: BTreeMap::new(),
             success: latency_histogram()?,
             all: latency_histogram()?,
         })
     }
 
-    fn record(&mut self, outcome: Outcome, latency: Duration) {
+    fn record(&mut self, outcome: Outcome, responder: Option<&str>, latency: Duration) {
         let micros = micros(latency);
         self.requests += 1;
         self.all.saturating_record(micros);
@@ -189,6 +194,9 @@ impl OutcomeTally {
             Outcome::Success => {
                 self.successes += 1;
                 self.success.saturating_record(micros);
+                if let Some(responder) = responder {
+                    *self.responders.entry(responder.to_owned()).or_default() += 1;
+                }
             }
             Outcome::Timeout => errors.timeout += 1,
             Outcome::Connect => errors.connect += 1,
@@ -214,6 +222,7 @@ impl OutcomeTally {
             successes: self.successes,
             goodput_rps: per_second(self.successes, elapsed_secs),
             errors: self.errors,
+            responders: self.responders,
             latency_success: LatencySummary::of(&self.success),
             latency_all: LatencySummary::of(&self.all),
         }
@@ -251,7 +260,7 @@ impl Tally {
         let Ok(finished) = finished else {
             // Request tasks neither panic nor get aborted; count the impossible as a transport failure
             // rather than lose a request.
-            self.totals.record(Outcome::Transport, Duration::ZERO);
+            self.totals.record(Outcome::Transport, None, Duration::ZERO);
             return;
         };
         for finished in finished {
@@ -262,9 +271,11 @@ impl Tally {
     fn record(&mut self, finished: Finished) {
         self.attempts += u64::from(finished.attempts);
         self.finished += 1;
-        self.totals.record(finished.outcome, finished.latency);
+        let responder = finished.responder.as_deref();
+        self.totals
+            .record(finished.outcome, responder, finished.latency);
         if let Some((_, class)) = self.classes.get_mut(finished.class) {
-            class.record(finished.outcome, finished.latency);
+            class.record(finished.outcome, responder, finished.latency);
         }
     }
 

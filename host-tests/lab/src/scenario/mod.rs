@@ -6,9 +6,11 @@
 //! Scenarios are benchmarks, not tests: their figures depend on the machine. The test suite only runs each
 //! one in [`RunMode::Smoke`] (about two seconds of load) so none of them rots.
 //!
-//! The [`drain`] scenario is an event, not a load shape, and [`cache_failover`] a scripted timeline
-//! over two upstreams: each has its own data, runner and report (`cargo xtask scenario drain`,
-//! `cargo xtask scenario cache-failover`; `all` runs them after the load scenarios).
+//! The [`SCRIPTED`] scenarios script events, not only a load shape: each has its own data, runner
+//! and report (`cargo xtask scenario drain`, `cargo xtask scenario cache-failover`, `cargo xtask
+//! scenario sandbox`; `all` runs them before the load scenarios): [`drain`] (a sidecar's shutdown
+//! reaching keep-alive clients), [`cache_failover`] (a scripted timeline over two upstreams) and
+//! [`sandbox`] (a sandbox killed, restored and registered under steady load).
 //!
 //! Each phase is its own load run: a phase starts once the previous one's requests have all finished (at
 //! most one client timeout later), and the upstream fault of the phase is in force for its whole run.
@@ -23,11 +25,13 @@ pub mod drain;
 mod load_shedding;
 mod report;
 mod retry_storm;
+pub mod sandbox;
 
 pub use catalog::{by_name, catalog, NAMES};
 
-/// The scenarios with their own runner ([`drain`], [`cache_failover`]), outside [`NAMES`].
-pub const SCRIPTED: &[&str] = &[drain::NAME, cache_failover::NAME];
+/// The scenarios with their own runner ([`drain`], [`cache_failover`], [`sandbox`]), outside
+/// [`NAMES`].
+pub const SCRIPTED: &[&str] = &[drain::NAME, cache_failover::NAME, sandbox::NAME];
 pub use report::{ExpectationResult, PhaseResult, ScenarioReport};
 
 use std::sync::Arc;

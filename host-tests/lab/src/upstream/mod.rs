@@ -3,7 +3,9 @@
 //! queue with an optional bound), faults changeable at runtime, kill/restart on the same port, and counters.
 //!
 //! Every response carries [`UPSTREAM_NAME_HEADER`] with the configured name. Plain HTTP requests get a JSON
-//! echo of what the upstream saw (see [`EchoedRequest`]); gRPC requests are answered by the Echo service.
+//! echo of what the upstream saw (see [`EchoedRequest`]), or the document set for their path
+//! ([`UpstreamHandle::set_document`]: a registry or config endpoint a test changes at runtime); gRPC requests
+//! are answered by the Echo service.
 //!
 //! A request goes through these stages, in order:
 //! 1. counted as received (and as a retry when `x-envoy-attempt-count` > 1 or `grpc-previous-rpc-attempts`
@@ -21,6 +23,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::StatusCode;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
@@ -298,6 +301,12 @@ impl UpstreamHandle {
     /// Back to healthy: same as `set_fault(Fault::none())`.
     pub fn clear_fault(&self) {
         self.set_fault(Fault::none());
+    }
+
+    /// From now on, answers plain HTTP requests for `path` (path and query, exactly) with 200 and
+    /// `body` as `application/json` instead of the echo (faults and the capacity model still apply).
+    pub fn set_document(&self, path: &str, body: impl Into<Bytes>) {
+        self.shared.set_document(path, body.into());
     }
 
     /// A snapshot of the counters.

@@ -137,6 +137,8 @@ pub(super) struct Shared {
     queued: AtomicUsize,
     sampler: Sampler,
     fault: watch::Sender<Fault>,
+    /// Documents served instead of the echo, by path and query.
+    documents: watch::Sender<BTreeMap<String, Bytes>>,
     counters: Counters,
     grpc: EchoServer<EchoService>,
 }
@@ -157,6 +159,7 @@ impl Shared {
             queued: AtomicUsize::new(0),
             sampler,
             fault: watch::Sender::new(config.fault),
+            documents: watch::Sender::new(BTreeMap::new()),
             counters: Counters::default(),
             grpc: EchoServer::new(EchoService {
                 name: config.name.clone(),
@@ -170,6 +173,18 @@ impl Shared {
 
     pub(super) fn set_fault(&self, fault: Fault) {
         self.fault.send_replace(fault);
+    }
+
+    pub(super) fn set_document(&self, path: &str, body: Bytes) {
+        self.documents.send_modify(|documents| {
+            documents.insert(path.to_owned(), body);
+        });
+    }
+
+    /// The document set for `request`'s path and query, if any.
+    fn document<B>(&self, request: &Request<B>) -> Option<Bytes> {
+        let path = request.uri().path_and_query()?.as_str();
+        self.documents.borrow().get(path).cloned()
     }
 
     pub(super) fn counters(&self) -> UpstreamCounters {
@@ -253,6 +268,8 @@ pub(super) async fn handle(
                 Ok(response) => response,
                 Err(never) => match never {},
             }
+        } else if let Some(document) = shared.document(&request) {
+            json_response(document)
         } else {
             echo(&shared.name, request).await
         }
@@ -312,15 +329,17 @@ async fn echo(name: &str, request: Request<Incoming>) -> Response<Body> {
         body_bytes,
     };
     match serde_json::to_vec(&echoed) {
-        Ok(json) => {
-            let mut response = Response::new(Body::new(Full::new(Bytes::from(json))));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
-        }
+        Ok(json) => json_response(Bytes::from(json)),
         Err(_) => text_response(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode echo"),
     }
+}
+
+fn json_response(json: Bytes) -> Response<Body> {
+    let mut response = Response::new(Body::new(Full::new(json)));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
 }
 
 fn text_response(status: StatusCode, text: &'static str) -> Response<Body> {

@@ -198,10 +198,15 @@ impl ScenarioReport {
 
     /// Writes the report as pretty JSON to `<dir>/<name>.json` and returns the path.
     pub fn write_json(&self, dir: &Path) -> std::io::Result<PathBuf> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{}.json", self.name));
-        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&path, json)?;
-        Ok(path)
+        write_json(dir, &self.name, self)
     }
+}
+
+/// Writes `report` as pretty JSON to `<dir>/<name>.json` and returns the path.
+pub fn write_json(dir: &Path, name: &str, report: &impl Serialize) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{name}.json"));
+    let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;
+    std::fs::write(&path, json)?;
+    Ok(path)
 }

@@ -485,11 +485,7 @@ impl SandboxReport {
 
     /// Writes the report as pretty JSON to `<dir>/<name>.json` and returns the path.
     pub fn write_json(&self, dir: &Path) -> std::io::Result<PathBuf> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join(format!("{}.json", self.name));
-        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&path, json)?;
-        Ok(path)
+        super::report::write_json(dir, &self.name, self)
     }
 }
 

@@ -7,7 +7,7 @@ use super::spec::{Dependency, FilterSection, Protocol, ServiceSpec, SpecError};
 use super::steering;
 use crate::{
     Bootstrap, Cluster, FailurePolicy, HealthCheck, Listener, OutlierDetection, OverloadManager,
-    RetryPolicy, Route, StatsConfig, StrictDnsCluster, StringMatcher, Thresholds,
+    RetryPolicy, Route, StatsConfig, StrictDnsCluster, StringMatcher, Thresholds, TrafficDirection,
     UpstreamHttpProtocol, VirtualHost, WasmFilter,
 };
 use std::net::{Ipv4Addr, SocketAddr};
@@ -139,12 +139,16 @@ pub fn render(spec: &ServiceSpec, options: &RenderOptions) -> Result<Rendered, S
     placed.sort_by_key(|p| CHAIN.iter().position(|slot| slot == p.slot));
 
     let mut plugins = Vec::new();
+    // Directions: drain-signal's (and the preStop hook's) `/drain_listeners?inboundonly` drains
+    // exactly the ingress, so the app's own calls out keep working while it drains.
     let mut ingress = Listener::http(Side::Ingress.as_str(), spec.ingress.port)
+        .traffic_direction(TrafficDirection::Inbound)
         .address(SocketAddr::from((Ipv4Addr::UNSPECIFIED, spec.ingress.port)))
         .max_connection_duration(Duration::from_secs(spec.ingress.max_connection_duration_s))
         .max_concurrent_streams(spec.ingress.max_concurrent_streams)
         .drain_timeout(Duration::from_millis(spec.drain.timeout_ms));
-    let mut egress = Listener::http(Side::Egress.as_str(), spec.egress.port);
+    let mut egress = Listener::http(Side::Egress.as_str(), spec.egress.port)
+        .traffic_direction(TrafficDirection::Outbound);
     for (side, header) in &steering.stripped {
         match side {
             Side::Ingress => ingress = ingress.strip_request_header(header.clone()),

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-use mesh_lab::grpc_wire::{raw_grpc_get, RawGrpcResponse};
+use mesh_lab::grpc_wire::{raw_grpc_call, raw_grpc_get, GrpcCall, RawGrpcResponse};
 use mesh_lab::load::{self, LoadConfig, LoadError, Protocol, RequestClass, RetryPolicy};
 use mesh_lab::upstream::proto::echo_client::EchoClient;
 use mesh_lab::upstream::proto::{EchoRequest, SlowRequest};
@@ -221,6 +221,41 @@ async fn grpc_echo_answers_with_upstream_name() {
         .await
         .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(60));
+}
+
+#[tokio::test]
+async fn health_checks_are_answered_serving_and_not_counted() {
+    let upstream = start(UpstreamConfig {
+        fault: Fault::http_error(1.0, StatusCode::SERVICE_UNAVAILABLE),
+        ..UpstreamConfig::new("checked")
+    })
+    .await;
+    let check = GrpcCall::new(upstream.addr(), "/grpc.health.v1.Health/Check");
+    let response = raw_grpc_call(&check).await.unwrap();
+    assert_eq!(response.grpc_status(), Some(0), "{response:?}");
+    assert_eq!(upstream.counters().received, 0);
+}
+
+#[tokio::test]
+async fn any_grpc_method_is_answered_as_echo_only_when_configured() {
+    let method = "/payments.Payments/Authorize";
+    let strict = start(UpstreamConfig::new("strict")).await;
+    let call = raw_grpc_call(&GrpcCall::new(strict.addr(), method))
+        .await
+        .unwrap();
+    assert_eq!(call.grpc_status(), Some(tonic::Code::Unimplemented as i32));
+
+    let lenient = start(UpstreamConfig {
+        any_grpc_method: true,
+        ..UpstreamConfig::new("lenient")
+    })
+    .await;
+    let call = raw_grpc_call(&GrpcCall::new(lenient.addr(), method))
+        .await
+        .unwrap();
+    assert_eq!(call.grpc_status(), Some(0), "{call:?}");
+    assert_eq!(call.header(UPSTREAM_NAME_HEADER), Some("lenient"));
+    assert_eq!(lenient.counters().received, 1);
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! The lab's command line, run by `cargo xtask up` and `cargo xtask scenario <name>`.
 //!
-//! - `lab up`: a demo upstream and a real Envoy sidecar in front of it with every built filter composed,
-//!   printing the ports and commands that show each filter acting; runs until Ctrl-C, then stops Envoy.
+//! - `lab up [--spec FILE] [--check]`: a service spec (default: the payment-service example)
+//!   rendered into a sidecar, run in a real Envoy with lab upstreams standing in for the app, its
+//!   dependencies and sandboxes; checks each filter acting, prints the results and the commands
+//!   that show each filter at work, and runs until Ctrl-C (`--check`: exits after the checks).
 //! - `lab scenario <name> [--smoke]`: runs a named scenario, prints its table and writes its JSON under
 //!   `target/scenarios/`.
 //! - `lab bench overhead`: bare Envoy vs a pass-through wasm filter vs each module vs the suite, on one
@@ -11,10 +13,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use mesh_envoy_harness::{EnvoyOptions, EnvoyProcess};
+use mesh_envoy_harness::EnvoyProcess;
 use mesh_lab::bench::{self, OverheadOptions};
 use mesh_lab::scenario::{self, RunMode};
-use mesh_lab::upstream::{ServiceTime, Upstream, UpstreamConfig};
+use mesh_lab::spec_demo::{Ports, SpecDemo};
 
 #[derive(Parser)]
 #[command(
@@ -28,14 +30,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the demo: upstream + Envoy sidecar with our filters, until Ctrl-C.
+    /// Run a service's sidecar locally: the spec rendered as `mesh-bootstrap render` renders it,
+    /// in a real Envoy, with lab upstreams for its app, dependencies and sandboxes; until Ctrl-C.
     Up {
-        /// Port of the sidecar's ingress listener.
-        #[arg(long, default_value_t = 10000)]
-        port: u16,
-        /// Port of Envoy's admin interface.
-        #[arg(long, default_value_t = 9901)]
-        admin_port: u16,
+        /// The service spec (YAML or JSON); relative to the workspace root.
+        #[arg(long, default_value = mesh_lab::spec_demo::DEFAULT_SPEC)]
+        spec: std::path::PathBuf,
+        /// Exit after checking each filter (non-zero when a check fails) instead of serving.
+        #[arg(long)]
+        check: bool,
+        /// Listen on free ports instead of the spec's.
+        #[arg(long)]
+        free_ports: bool,
     },
     /// Run a named scenario benchmark.
     Scenario {
@@ -75,7 +81,11 @@ enum Bench {
 
 fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
-        Command::Up { port, admin_port } => up(port, admin_port),
+        Command::Up {
+            spec,
+            check,
+            free_ports,
+        } => up(&spec, check, free_ports),
         Command::Scenario { name, smoke } => run_scenarios(&name, smoke),
         Command::Bench(Bench::Overhead {
             rounds,
@@ -163,21 +173,26 @@ fn overhead(options: &OverheadOptions) -> Result<(), String> {
     Ok(())
 }
 
-fn up(port: u16, admin_port: u16) -> Result<(), String> {
+fn up(spec: &std::path::Path, check_only: bool, free_ports: bool) -> Result<(), String> {
     let runtime =
         mesh_lab::runtime().map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let upstream = runtime
-        .block_on(Upstream::start(UpstreamConfig {
-            workers: 32,
-            service_time: ServiceTime::Constant(Duration::from_millis(10)),
-            ..UpstreamConfig::new("demo-service")
-        }))
-        .map_err(|e| format!("demo upstream: {e}"))?;
-    let demo = mesh_lab::demo::sidecar(port, admin_port, upstream.addr())
-        .map_err(|e| format!("demo: {e}"))?;
-    let envoy = EnvoyProcess::start(&demo.bootstrap, EnvoyOptions::default())
+    let spec = mesh_catalog::workspace_root().join(spec);
+    let ports = if free_ports { Ports::Free } else { Ports::Spec };
+    let demo = runtime
+        .block_on(SpecDemo::start(&spec, ports))
+        .map_err(|e| e.to_string())?;
+    let envoy = EnvoyProcess::start(&demo.rendered.bootstrap, SpecDemo::envoy_options())
         .map_err(|e| format!("envoy: {e}"))?;
-    println!("{}", demo.guide(&envoy, &upstream));
+    let checks = runtime.block_on(demo.check());
+    println!("{}", demo.guide(&checks));
+    let failed = checks.iter().filter(|check| check.outcome.is_err()).count();
+    if check_only {
+        envoy.shutdown();
+        return match failed {
+            0 => Ok(()),
+            n => Err(format!("{n} of {} checks failed", checks.len())),
+        };
+    }
     println!(
         "Envoy log: {}\nCtrl-C stops everything.",
         envoy.log_path().display()
@@ -185,8 +200,8 @@ fn up(port: u16, admin_port: u16) -> Result<(), String> {
     runtime
         .block_on(tokio::signal::ctrl_c())
         .map_err(|e| format!("waiting for Ctrl-C: {e}"))?;
-    println!("\nlab: stopping Envoy and the demo upstream");
+    println!("\nlab: stopping Envoy and the upstreams");
     envoy.shutdown();
-    drop(upstream);
+    drop(demo);
     Ok(())
 }

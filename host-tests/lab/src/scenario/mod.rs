@@ -471,3 +471,19 @@ fn bootstrap_for(
             .circuit_breaker(variant.upstream_thresholds.clone()),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_scenario_the_module_catalog_names_exists() {
+        for module in mesh_catalog::MODULES {
+            if let Some(scenario) = module.scenario {
+                assert!(
+                    super::NAMES.contains(&scenario) || super::SCRIPTED.contains(&scenario),
+                    "{}: no scenario `{scenario}`",
+                    module.crate_name
+                );
+            }
+        }
+    }
+}

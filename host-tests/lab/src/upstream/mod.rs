@@ -2,6 +2,10 @@
 //! gRPC `mesh.test.v1.Echo` service, with a capacity model (N workers, a service-time distribution, a FIFO
 //! queue with an optional bound), faults changeable at runtime, kill/restart on the same port, and counters.
 //!
+//! gRPC health checks (`grpc.health.v1.Health/Check`) are answered SERVING before any of the stages
+//! below and are not counted. With [`UpstreamConfig::any_grpc_method`] a call of any other gRPC method
+//! is answered as `Echo/Get`: a stand-in for a real service's API.
+//!
 //! Every response carries [`UPSTREAM_NAME_HEADER`] with the configured name. Plain HTTP requests get a JSON
 //! echo of what the upstream saw (see [`EchoedRequest`]), or the document set for their path
 //! ([`UpstreamHandle::set_document`]: a registry or config endpoint a test changes at runtime); gRPC requests
@@ -155,7 +159,10 @@ impl Fault {
 pub struct UpstreamConfig {
     /// Name sent back in [`UPSTREAM_NAME_HEADER`] and in gRPC replies; must be a valid header value.
     pub name: String,
-    /// Port on 127.0.0.1; 0 picks a free one.
+    /// Loopback address to listen on (127.0.0.1 by default; others let upstreams share a port
+    /// number or stand apart by address, as services behind their own host names do).
+    pub ip: Ipv4Addr,
+    /// Port; 0 picks a free one.
     pub port: u16,
     /// Requests served concurrently; more wait in a FIFO queue.
     pub workers: usize,
@@ -165,6 +172,9 @@ pub struct UpstreamConfig {
     pub max_queue: Option<usize>,
     /// Fault in force from the start.
     pub fault: Fault,
+    /// Answer a gRPC call of any method as `Echo/Get` (a stand-in for a real service's API);
+    /// otherwise methods outside `mesh.test.v1.Echo` get UNIMPLEMENTED.
+    pub any_grpc_method: bool,
 }
 
 impl UpstreamConfig {
@@ -172,11 +182,13 @@ impl UpstreamConfig {
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
+            ip: Ipv4Addr::LOCALHOST,
             port: 0,
             workers: 64,
             service_time: ServiceTime::Constant(Duration::ZERO),
             max_queue: None,
             fault: Fault::none(),
+            any_grpc_method: false,
         }
     }
 }
@@ -221,7 +233,7 @@ pub enum UpstreamError {
     /// The configuration cannot be served (message says which field).
     #[error("invalid upstream config: {0}")]
     InvalidConfig(String),
-    /// Binding 127.0.0.1:port failed.
+    /// Binding the address failed.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         /// Address that could not be bound.
@@ -235,7 +247,7 @@ pub enum UpstreamError {
 pub struct Upstream;
 
 impl Upstream {
-    /// Binds 127.0.0.1:`config.port` and serves on the current tokio runtime until the handle is dropped or
+    /// Binds `config.ip`:`config.port` and serves on the current tokio runtime until the handle is dropped or
     /// killed.
     pub async fn start(config: UpstreamConfig) -> Result<UpstreamHandle, UpstreamError> {
         if config.workers == 0 {
@@ -245,7 +257,7 @@ impl Upstream {
         }
         let sampler = Sampler::new(config.service_time)?;
         let shared = Arc::new(Shared::new(&config, sampler)?);
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.port));
+        let addr = SocketAddr::from((config.ip, config.port));
         let listener = bind(addr)?;
         let addr = listener
             .local_addr()
@@ -273,7 +285,7 @@ struct RunningServer {
 }
 
 impl UpstreamHandle {
-    /// The listening address (127.0.0.1 and the bound port, kept across restarts).
+    /// The listening address (kept across restarts).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -283,7 +295,7 @@ impl UpstreamHandle {
         self.addr.port()
     }
 
-    /// `http://127.0.0.1:<port>`, for HTTP clients and tonic endpoints.
+    /// `http://<ip>:<port>`, for HTTP clients and tonic endpoints.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

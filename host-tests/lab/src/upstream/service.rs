@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use rand::distr::Uniform;
@@ -18,6 +18,8 @@ use rand_distr::{Distribution, LogNormal};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Semaphore, SemaphorePermit};
 use tonic::body::Body;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
 
 use super::proto::echo_server::{Echo, EchoServer};
 use super::proto::{EchoReply, EchoRequest, SlowRequest};
@@ -25,6 +27,13 @@ use super::{
     Fault, GrpcStatusDelivery, ServiceTime, UpstreamConfig, UpstreamCounters, UpstreamError,
     UPSTREAM_NAME_HEADER,
 };
+
+/// Paths of the gRPC health service, answered SERVING outside the capacity model.
+const HEALTH_PATH_PREFIX: &str = "/grpc.health.v1.Health/";
+/// Paths of the `mesh.test.v1.Echo` service.
+const ECHO_PATH_PREFIX: &str = "/mesh.test.v1.Echo/";
+/// What a call of another method becomes when the upstream answers any gRPC method.
+const ECHO_GET_PATH: &str = "/mesh.test.v1.Echo/Get";
 
 /// The standard normal quantile of 0.99: a log-normal's p99 is `median * exp(sigma * Z_P99)`.
 const Z_P99: f64 = 2.326_347_874_040_841;
@@ -141,6 +150,10 @@ pub(super) struct Shared {
     documents: watch::Sender<BTreeMap<String, Bytes>>,
     counters: Counters,
     grpc: EchoServer<EchoService>,
+    /// Answers `grpc.health.v1.Health` checks: SERVING.
+    health: HealthServer<HealthService>,
+    /// Every gRPC method is answered as `Echo/Get`.
+    any_grpc_method: bool,
 }
 
 impl Shared {
@@ -164,6 +177,8 @@ impl Shared {
             grpc: EchoServer::new(EchoService {
                 name: config.name.clone(),
             }),
+            health: HealthServer::new(HealthService::from_health_reporter(HealthReporter::new())),
+            any_grpc_method: config.any_grpc_method,
         })
     }
 
@@ -247,9 +262,21 @@ impl Shared {
 /// Serves one request (hyper service function).
 pub(super) async fn handle(
     shared: Arc<Shared>,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let grpc = is_grpc(request.headers());
+    if grpc && request.uri().path().starts_with(HEALTH_PATH_PREFIX) {
+        // A health check, not traffic: not counted, no fault, no worker.
+        return Ok(
+            match tower::ServiceExt::oneshot(shared.health.clone(), request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
+        );
+    }
+    if grpc && shared.any_grpc_method && !request.uri().path().starts_with(ECHO_PATH_PREFIX) {
+        *request.uri_mut() = Uri::from_static(ECHO_GET_PATH);
+    }
     let _in_flight = shared.counters.enter(is_retry(request.headers()));
     let fault = shared.unstalled_fault().await;
     if !fault.added_latency.is_zero() {

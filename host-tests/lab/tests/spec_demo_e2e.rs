@@ -1,0 +1,114 @@
+//! The sidecar `cargo xtask up` runs: the payment-service example spec rendered by the composer,
+//! in the real Envoy (build the modules first with `cargo xtask build`), with lab upstreams for
+//! the app, its dependencies (the entity cache among them) and its sandbox. Every check the
+//! demo prints passes (each filter acting as the spec says), and the rendered sidecar's drain
+//! (what drain-signal and the preStop hook call) closes ingress connections while the app's
+//! calls out keep their egress connections.
+//!
+//! `shutdown()` fails a test on any wasm panic or trap.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use bytes::Bytes;
+use http::response::Parts;
+use http::Request;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+
+use mesh_envoy_harness::EnvoyProcess;
+use mesh_lab::keepalive::connect_from;
+use mesh_lab::spec_demo::{Ports, SpecDemo, DEFAULT_SPEC};
+
+fn start() -> (tokio::runtime::Runtime, SpecDemo, EnvoyProcess) {
+    let runtime = mesh_lab::runtime().unwrap();
+    let spec = mesh_catalog::workspace_root().join(DEFAULT_SPEC);
+    let demo = runtime
+        .block_on(SpecDemo::start(&spec, Ports::Free))
+        .unwrap_or_else(|err| panic!("{err}"));
+    let envoy = EnvoyProcess::start(&demo.rendered.bootstrap, SpecDemo::envoy_options())
+        .unwrap_or_else(|err| panic!("{err}"));
+    (runtime, demo, envoy)
+}
+
+#[test]
+fn the_payment_service_sidecar_passes_every_demo_check() {
+    let (runtime, demo, envoy) = start();
+    let checks = runtime.block_on(demo.check());
+    let failed: Vec<_> = checks
+        .iter()
+        .filter(|check| check.outcome.is_err())
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}\n{}", envoy.log());
+    for filter in [
+        "drain-signal",
+        "load-shedder",
+        "retry-budget",
+        "sandbox-router",
+        "entity-cache",
+    ] {
+        assert!(
+            checks.iter().any(|check| check.filter == filter),
+            "nothing checked {filter}: {checks:#?}"
+        );
+    }
+    let guide = demo.guide(&checks);
+    assert!(
+        !guide.contains("FAIL") && guide.contains("x-sandbox: pr-4121"),
+        "{guide}"
+    );
+    envoy.shutdown();
+}
+
+/// A keep-alive HTTP/1.1 connection to `addr`.
+async fn keep_alive(addr: SocketAddr) -> SendRequest<Empty<Bytes>> {
+    let stream = connect_from(Ipv4Addr::LOCALHOST, addr).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+async fn get(sender: &mut SendRequest<Empty<Bytes>>, host: &str) -> Parts {
+    let request = Request::get("/hello")
+        .header("host", host)
+        .body(Empty::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    body.collect().await.unwrap();
+    parts
+}
+
+fn closes(response: &Parts) -> bool {
+    response
+        .headers
+        .get("connection")
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"))
+}
+
+#[test]
+fn draining_the_rendered_sidecar_closes_ingress_connections_and_keeps_the_egress() {
+    let (runtime, demo, envoy) = start();
+    runtime.block_on(async {
+        let mut ingress = keep_alive(demo.ingress()).await;
+        let mut egress = keep_alive(demo.egress()).await;
+        assert!(get(&mut ingress, "payment-service")
+            .await
+            .status
+            .is_success());
+        assert!(get(&mut egress, "ledger").await.status.is_success());
+
+        envoy
+            .post_admin("/drain_listeners?graceful&inboundonly")
+            .unwrap_or_else(|err| panic!("{err}"));
+
+        let answer = get(&mut ingress, "payment-service").await;
+        assert!(answer.status.is_success() && closes(&answer), "{answer:?}");
+        let answer = get(&mut egress, "ledger").await;
+        assert!(answer.status.is_success() && !closes(&answer), "{answer:?}");
+    });
+    envoy.shutdown();
+}

@@ -40,10 +40,12 @@ enum Command {
         #[arg(long, value_enum)]
         tier: Vec<test::Tier>,
     },
-    /// The local sidecar demo: a demo service behind Envoy with every filter, until Ctrl-C.
-    /// Arguments go to the lab (`cargo xtask up -- --help`).
+    /// The payment-service example's rendered sidecar in a real Envoy, with lab upstreams for
+    /// its app, dependencies and sandbox, until Ctrl-C. Arguments go to the lab
+    /// (`cargo xtask up -- --help`).
     Up {
-        /// Passed to `lab up` (e.g. `--port 10000 --admin-port 9901`).
+        /// Passed to `lab up` (e.g. `--spec envoy-configs/examples/notification-service/spec.yaml`,
+        /// `--free-ports`, `--check`).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

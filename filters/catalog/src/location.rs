@@ -297,7 +297,6 @@ mod tests {
         crate_dir: "filters/demo-filter",
         file_name: "demo_filter.wasm",
         kind: Kind::Filter,
-        demo: None,
         scenario: None,
         bench_config: None,
     };

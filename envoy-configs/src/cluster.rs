@@ -6,7 +6,7 @@
 
 use crate::any::{Any, Message};
 use crate::duration;
-use crate::http_filters::Percent;
+use crate::http_filters::{HttpFilter, Percent};
 use crate::listener::{Address, CommonHttpProtocolOptions, SocketAddress};
 use serde::Serialize;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -76,6 +76,7 @@ impl Cluster {
                     clusters: clusters.into_iter().map(Into::into).collect(),
                 }),
             },
+            typed_extension_protocol_options: None,
             circuit_breakers: None,
         }
     }
@@ -273,7 +274,8 @@ impl<D> EndpointCluster<D> {
             UpstreamHttpProtocol::Http1 => ExplicitHttpConfig::HttpProtocolOptions(Empty {}),
             UpstreamHttpProtocol::Http2 => ExplicitHttpConfig::Http2ProtocolOptions(Empty {}),
         };
-        self.http_protocol_options().explicit_http_config = explicit_http_config;
+        self.http_protocol_options().upstream_protocol =
+            UpstreamProtocol::ExplicitHttpConfig(explicit_http_config);
         self.sync_health_check_codecs();
         self
     }
@@ -301,8 +303,11 @@ impl<D> EndpointCluster<D> {
             .typed_extension_protocol_options
             .get_or_insert(ProtocolOptions {
                 http: Any(HttpProtocolOptions {
-                    explicit_http_config: ExplicitHttpConfig::HttpProtocolOptions(Empty {}),
+                    upstream_protocol: UpstreamProtocol::ExplicitHttpConfig(
+                        ExplicitHttpConfig::HttpProtocolOptions(Empty {}),
+                    ),
                     common_http_protocol_options: None,
+                    http_filters: Vec::new(),
                 }),
             })
             .http
@@ -314,8 +319,10 @@ impl<D> EndpointCluster<D> {
             .as_ref()
             .is_some_and(|options| {
                 matches!(
-                    options.http.0.explicit_http_config,
-                    ExplicitHttpConfig::Http2ProtocolOptions(_)
+                    options.http.0.upstream_protocol,
+                    UpstreamProtocol::ExplicitHttpConfig(ExplicitHttpConfig::Http2ProtocolOptions(
+                        _
+                    ))
                 )
             })
     }
@@ -396,10 +403,31 @@ pub struct AggregateCluster {
     lb_policy: ClusterProvided,
     cluster_type: CustomClusterType,
     #[serde(skip_serializing_if = "Option::is_none")]
+    typed_extension_protocol_options: Option<ProtocolOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     circuit_breakers: Option<CircuitBreakers>,
 }
 
 impl AggregateCluster {
+    /// Adds an upstream HTTP filter. Envoy builds a request's upstream filter chain from the
+    /// route's cluster, so a route to the aggregate runs the aggregate's filters on every
+    /// attempt, whichever member serves it (members' own upstream filters do not run).
+    pub fn upstream_http_filter(mut self, filter: HttpFilter) -> Self {
+        self.typed_extension_protocol_options
+            .get_or_insert(ProtocolOptions {
+                http: Any(HttpProtocolOptions {
+                    upstream_protocol: UpstreamProtocol::UseDownstreamProtocolConfig(Empty {}),
+                    common_http_protocol_options: None,
+                    http_filters: Vec::new(),
+                }),
+            })
+            .http
+            .0
+            .http_filters
+            .push(filter);
+        self
+    }
+
     /// Sets the connect timeout Envoy requires of every cluster (unused: members connect).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -680,12 +708,67 @@ struct ProtocolOptions {
 struct HttpProtocolOptions {
     #[serde(skip_serializing_if = "Option::is_none")]
     common_http_protocol_options: Option<CommonHttpProtocolOptions>,
-    explicit_http_config: ExplicitHttpConfig,
+    #[serde(flatten)]
+    upstream_protocol: UpstreamProtocol,
+    /// Upstream HTTP filters, written with Envoy's upstream codec filter last.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "serialize_upstream_filters"
+    )]
+    http_filters: Vec<HttpFilter>,
+}
+
+/// `envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec`: the last upstream HTTP filter,
+/// the one that talks to the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+struct UpstreamCodec {}
+
+impl Message for UpstreamCodec {
+    const TYPE_URL: &'static str =
+        "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec";
+}
+
+/// `filters`, then the upstream codec Envoy requires last.
+fn serialize_upstream_filters<S: serde::Serializer>(
+    filters: &[HttpFilter],
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Codec {
+        name: &'static str,
+        typed_config: Any<UpstreamCodec>,
+    }
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Entry<'a> {
+        Filter(&'a HttpFilter),
+        Codec(Codec),
+    }
+    let codec = Codec {
+        name: "envoy.filters.http.upstream_codec",
+        typed_config: Any(UpstreamCodec {}),
+    };
+    serializer.collect_seq(
+        filters
+            .iter()
+            .map(Entry::Filter)
+            .chain(std::iter::once(Entry::Codec(codec))),
+    )
 }
 
 impl Message for HttpProtocolOptions {
     const TYPE_URL: &'static str =
         "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+}
+
+/// `HttpProtocolOptions.upstream_protocol_options`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum UpstreamProtocol {
+    /// One protocol to the endpoints.
+    ExplicitHttpConfig(ExplicitHttpConfig),
+    /// The downstream's (an aggregate cluster's options: its members connect, with theirs).
+    UseDownstreamProtocolConfig(Empty),
 }
 
 /// `HttpProtocolOptions.ExplicitHttpConfig` with default per-protocol options.
@@ -865,6 +948,36 @@ mod tests {
                 "max_ejection_percent": 100
             })
         );
+    }
+
+    #[test]
+    fn an_aggregate_s_upstream_filters_end_with_the_upstream_codec() {
+        let key = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+        let aggregate = Cluster::aggregate("agg", ["primary", "fallback"])
+            .upstream_http_filter(HttpFilter::grpc_trailer_status_to_headers());
+        let options = &to_value(&aggregate)["typed_extension_protocol_options"][key];
+        assert_eq!(options["use_downstream_protocol_config"], json!({}));
+        let filters = options["http_filters"].as_array().unwrap();
+        assert_eq!(filters.len(), 2);
+        assert_eq!(filters[0]["name"], "envoy.filters.http.lua");
+        assert!(
+            filters[0]["typed_config"]["default_source_code"]["inline_string"]
+                .as_str()
+                .unwrap()
+                .contains("envoy_on_response")
+        );
+        assert_eq!(
+            filters[1],
+            json!({
+                "name": "envoy.filters.http.upstream_codec",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+                }
+            })
+        );
+        assert!(to_value(&Cluster::aggregate("agg", ["a", "b"]))
+            .get("typed_extension_protocol_options")
+            .is_none());
     }
 
     #[test]

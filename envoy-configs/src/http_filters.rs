@@ -35,6 +35,31 @@ impl HttpFilter {
         }
     }
 
+    /// `envoy.filters.http.lua` running `script` (its `envoy_on_request` / `envoy_on_response`).
+    pub fn lua(script: impl Into<String>) -> Self {
+        Self {
+            name: "envoy.filters.http.lua".to_owned(),
+            typed_config: HttpFilterConfig::Lua(Any(LuaFilter {
+                default_source_code: InlineSource {
+                    inline_string: script.into(),
+                },
+            })),
+        }
+    }
+
+    /// An upstream filter ([`crate::AggregateCluster::upstream_http_filter`]) that holds each gRPC
+    /// response until its trailers and, when they carry a status Envoy's `retry_on` can name
+    /// (CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE), copies it (and
+    /// `grpc-message`) into the response headers. Envoy's router decides retries on response
+    /// headers only (envoyproxy/envoy#17629), so without it a failure in the trailers is never
+    /// retried. Trailers-only responses and other protocols pass untouched; the body of a held
+    /// response is buffered, so route only unary calls through it. A wasm filter cannot do this:
+    /// Envoy turns a wasm filter's pause of the headers into a pause of the whole response, body
+    /// and trailers included.
+    pub fn grpc_trailer_status_to_headers() -> Self {
+        Self::lua(GRPC_TRAILER_STATUS_TO_HEADERS)
+    }
+
     /// `envoy.filters.http.router`: must be last (the builders keep it last).
     pub fn router() -> Self {
         Self {
@@ -81,8 +106,58 @@ pub enum HttpFilterConfig {
     AdaptiveConcurrency(Any<AdaptiveConcurrency>),
     /// The router.
     Router(Any<Router>),
+    /// A Lua script.
+    Lua(Any<LuaFilter>),
     /// A filter the model has no type for ([`HttpFilter::custom`]).
     Raw(RawAny),
+}
+
+/// The script of [`HttpFilter::grpc_trailer_status_to_headers`].
+const GRPC_TRAILER_STATUS_TO_HEADERS: &str = r#"
+-- gRPC statuses Envoy's retry_on can name: CANCELLED, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED,
+-- INTERNAL, UNAVAILABLE.
+local retriable = { ["1"] = true, ["4"] = true, ["8"] = true, ["13"] = true, ["14"] = true }
+
+function envoy_on_response(response)
+  local headers = response:headers()
+  local content_type = headers:get("content-type")
+  if content_type == nil or string.sub(content_type, 1, 16) ~= "application/grpc"
+      or headers:get("grpc-status") ~= nil then
+    return
+  end
+  -- Waits for the whole body; the headers are held meanwhile.
+  response:body()
+  local trailers = response:trailers()
+  if trailers == nil then
+    return
+  end
+  local status = trailers:get("grpc-status")
+  if status ~= nil and retriable[status] then
+    -- A wrapper from before the wait is out of scope: take the (still held) headers again.
+    local held = response:headers()
+    held:replace("grpc-status", status)
+    local message = trailers:get("grpc-message")
+    if message ~= nil then
+      held:replace("grpc-message", message)
+    end
+  end
+end
+"#;
+
+/// `envoy.extensions.filters.http.lua.v3.Lua` with its script inline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LuaFilter {
+    default_source_code: InlineSource,
+}
+
+impl Message for LuaFilter {
+    const TYPE_URL: &'static str = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua";
+}
+
+/// `envoy.config.core.v3.DataSource` (inline string only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct InlineSource {
+    inline_string: String,
 }
 
 /// `envoy.extensions.filters.http.router.v3.Router` with Envoy's defaults.

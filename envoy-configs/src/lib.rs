@@ -41,7 +41,8 @@ pub use cluster::{
 };
 pub use http_filters::{
     AdaptiveConcurrency, ConcurrencyLimitParams, FailurePolicy, GradientControllerConfig,
-    HttpFilter, HttpFilterConfig, MinRttCalcParams, Percent, Router, WasmFilter, WASM_RUNTIME_V8,
+    HttpFilter, HttpFilterConfig, LuaFilter, MinRttCalcParams, Percent, Router, WasmFilter,
+    WASM_RUNTIME_V8,
 };
 pub use listener::{
     Address, CodecType, CommonHttpProtocolOptions, DrainType, EarlyHeaderMutation, HeaderMutation,

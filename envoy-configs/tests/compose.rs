@@ -353,10 +353,22 @@ fn a_sandbox_gets_a_cluster_falling_back_to_the_app_and_a_cluster_header_route()
 #[test]
 fn an_entity_cache_rule_gets_an_aggregate_cluster_and_a_route_on_its_origin() {
     let (bootstrap, _) = rendered(&format!("{MINIMAL}{STEERED}"), Modules::Suite);
+    let aggregate = cluster(&bootstrap, "egress_cache_or_ledger");
     assert_eq!(
-        cluster(&bootstrap, "egress_cache_or_ledger")["cluster_type"]["typed_config"]["clusters"],
+        aggregate["cluster_type"]["typed_config"]["clusters"],
         json!(["egress_cache", "egress_ledger"])
     );
+    // A gRPC rule's aggregate shows the router a failure status from the cache's trailers.
+    let upstream_filters = aggregate["typed_extension_protocol_options"]
+        ["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"]
+        .as_array()
+        .unwrap();
+    assert_eq!(upstream_filters[0]["name"], "envoy.filters.http.lua");
+    let http_rule = STEERED.replace("grpc_method: ledger.Ledger/Get", "path_prefix: /ledger/");
+    let (http_bootstrap, _) = rendered(&format!("{MINIMAL}{http_rule}"), Modules::Suite);
+    assert!(cluster(&http_bootstrap, "egress_cache_or_ledger")
+        .get("typed_extension_protocol_options")
+        .is_none());
     let routes = &virtual_host(&bootstrap, "egress", "ledger")["routes"];
     let steered: Vec<&Value> = routes
         .as_array()

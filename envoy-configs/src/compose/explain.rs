@@ -64,10 +64,15 @@ pub fn explain(spec: &ServiceSpec, rendered: &Rendered) -> String {
                     rule.path_prefix.as_deref().unwrap_or("/")
                 )
             });
+            let where_status = if rule.grpc_method.is_some() {
+                " (in its headers or, held until they arrive, its trailers)"
+            } else {
+                ""
+            };
             line(format!(
                 "  cacheable {matched}: sent to {} ({}), and to {} within the same call when the \
-                 cache refuses, resets or answers UNAVAILABLE, INTERNAL, RESOURCE_EXHAUSTED or 503; \
-                 straight to {} while the cache's breaker is open",
+                 cache refuses, resets or answers UNAVAILABLE, INTERNAL, RESOURCE_EXHAUSTED or 503\
+                 {where_status}; straight to {} while the cache's breaker is open",
                 rule.cache_cluster,
                 steering::cache_fallback_cluster(&rule.cache_cluster, &rule.origin_cluster),
                 rule.origin_cluster,

@@ -3,12 +3,16 @@
 //! filter (so no client picks a cluster, not even while a filter's VM is dead and it fails open),
 //! a `cluster_header` route per routing header, and an aggregate cluster [preferred, fallback]
 //! per fallback, with a retry that moves down it (`previous_priorities`), so an unavailable
-//! sandbox or cache costs the client nothing.
+//! sandbox or cache costs the client nothing. A cache serving gRPC rules gets an upstream filter
+//! on its aggregate ([`HttpFilter::grpc_trailer_status_to_headers`]) so that retry also covers
+//! a failure status the cache puts in its trailers.
 
 use super::chain::Side;
 use super::render::{dependency_cluster, upstream_protocol, APP_CLUSTER};
 use super::spec::{FilterSection, Protocol, ServiceSpec, SpecError};
-use crate::{Cluster, HeaderMatcher, RetryOn, RetryPolicy, RetryPriority, Route, Thresholds};
+use crate::{
+    Cluster, HeaderMatcher, HttpFilter, RetryOn, RetryPolicy, RetryPriority, Route, Thresholds,
+};
 use std::time::Duration;
 
 /// What the renderer adds to the sidecar for the spec's steering filters.
@@ -96,20 +100,29 @@ pub fn plan(spec: &ServiceSpec, sections: &mut Vec<FilterSection>) -> Result<Ste
     if let Some(cache) = &spec.filters.entity_cache {
         let mut config = cache.0.clone();
         let mut origins: Vec<String> = Vec::new();
+        let rules = config.rules.clone();
         for rule in &mut config.rules {
             let aggregate = cache_fallback_cluster(&rule.cache_cluster, &rule.origin_cluster);
             if !steering.clusters.iter().any(|c| c.name() == aggregate) {
-                steering.clusters.push(
-                    Cluster::aggregate(
-                        aggregate.clone(),
-                        [
-                            dependency_cluster(&rule.cache_cluster),
-                            dependency_cluster(&rule.origin_cluster),
-                        ],
-                    )
-                    .circuit_breaker(Thresholds::unlimited())
-                    .into(),
-                );
+                let mut cluster = Cluster::aggregate(
+                    aggregate.clone(),
+                    [
+                        dependency_cluster(&rule.cache_cluster),
+                        dependency_cluster(&rule.origin_cluster),
+                    ],
+                )
+                .circuit_breaker(Thresholds::unlimited());
+                let grpc = rules.iter().any(|other| {
+                    other.grpc_method.is_some()
+                        && other.cache_cluster == rule.cache_cluster
+                        && other.origin_cluster == rule.origin_cluster
+                });
+                if grpc {
+                    // The router sees a cache's failure status in the trailers too.
+                    cluster =
+                        cluster.upstream_http_filter(HttpFilter::grpc_trailer_status_to_headers());
+                }
+                steering.clusters.push(cluster.into());
             }
             if !origins.contains(&rule.origin_cluster) {
                 origins.push(rule.origin_cluster.clone());

@@ -1,7 +1,8 @@
 //! The sidecar `cargo xtask up` runs: the payment-service example spec rendered by the composer,
 //! in the real Envoy (build the modules first with `cargo xtask build`), with lab upstreams for
 //! the app, its dependencies (the entity cache among them) and its sandbox. Every check the
-//! demo prints passes (each filter acting as the spec says), and the rendered sidecar's drain
+//! demo prints passes (each filter acting as the spec says), a cacheable call whose cache
+//! answers UNAVAILABLE in its trailers is served by the origin, and the rendered sidecar's drain
 //! (what drain-signal and the preStop hook call) closes ingress connections while the app's
 //! calls out keep their egress connections.
 //!
@@ -18,8 +19,10 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
 use mesh_envoy_harness::EnvoyProcess;
+use mesh_lab::grpc_wire::{raw_grpc_call, GrpcCall};
 use mesh_lab::keepalive::connect_from;
 use mesh_lab::spec_demo::{Ports, SpecDemo, DEFAULT_SPEC};
+use mesh_lab::upstream::{Fault, GrpcStatusDelivery, UPSTREAM_NAME_HEADER};
 
 fn start() -> (tokio::runtime::Runtime, SpecDemo, EnvoyProcess) {
     let runtime = mesh_lab::runtime().unwrap();
@@ -53,6 +56,22 @@ fn the_payment_service_sidecar_passes_every_demo_check() {
             "nothing checked {filter}: {checks:#?}"
         );
     }
+    // The rendered entity-cache fallback covers a failure status in the cache's trailers too.
+    let cache = demo.upstream("entity-cache").unwrap();
+    cache.set_fault(Fault::grpc_error(
+        1.0,
+        tonic::Code::Unavailable,
+        GrpcStatusDelivery::Trailers,
+    ));
+    let call = GrpcCall::new(demo.egress(), "/ledger.Ledger/GetAccount").authority("ledger");
+    let answer = runtime.block_on(raw_grpc_call(&call)).unwrap();
+    assert_eq!(
+        (answer.grpc_status(), answer.header(UPSTREAM_NAME_HEADER)),
+        (Some(0), Some("ledger")),
+        "{answer:?}"
+    );
+    assert_eq!(cache.counters().injected_errors, 1);
+    cache.clear_fault();
     let guide = demo.guide(&checks);
     assert!(
         !guide.contains("FAIL") && guide.contains("x-sandbox: pr-4121"),

@@ -6,13 +6,17 @@
 //! origin] whose route retries once with the `previous_priorities` retry priority on connect
 //! failures, resets, 5xx and the gRPC statuses Envoy reads in response headers
 //! ([`fallback_retries`]): a cache attempt that fails is answered by the origin in the same call.
-//! Envoy 1.40 decides retries on response headers only, so a trailers-only UNAVAILABLE is retried
-//! on the origin but a `grpc-status` in trailers reaches the client (envoyproxy/envoy#17629).
+//! Envoy 1.40 decides retries on response headers only (envoyproxy/envoy#17629): a trailers-only
+//! UNAVAILABLE is retried on the origin, but a `grpc-status` in trailers reaches the client
+//! unless something moves it into the headers first.
 //! Side by side ([`Steering`]):
 //! - `outlier-detection` (Envoy-native): the route sends `Echo/Get` to the aggregate cluster and
 //!   the cache hosts have outlier detection (consecutive 5xx, ejection time = our cool-down);
 //! - `entity-cache`: entity_cache.wasm picks the cluster per call (routing header read by the
-//!   route's `cluster_header`), the aggregate while its breaker is closed, the origin while open.
+//!   route's `cluster_header`), the aggregate while its breaker is closed, the origin while open;
+//!   the aggregate's upstream filter ([`HttpFilter::grpc_trailer_status_to_headers`], Envoy's
+//!   Lua filter) holds each steered response until its trailers and copies a failure status
+//!   into the headers, so the route's retry moves that call to the origin too.
 //!
 //! The timeline: steady gRPC load (400 rps, three cacheable calls for one other); the cache is
 //! killed at 10 s, restarted at 20 s, turns slow (200 ms) at 30 s, answers UNAVAILABLE in trailers
@@ -30,8 +34,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use envoy_configs::{
-    Bootstrap, Cluster, HeaderMatcher, Listener, OutlierDetection, RetryOn, RetryPolicy,
-    RetryPriority, Route, Thresholds, WasmFilter,
+    Bootstrap, Cluster, HeaderMatcher, HttpFilter, Listener, OutlierDetection, RetryOn,
+    RetryPolicy, RetryPriority, Route, Thresholds, WasmFilter,
 };
 use mesh_catalog::ModuleError;
 use mesh_envoy_harness::{EnvoyOptions, EnvoyProcess};
@@ -153,10 +157,18 @@ pub fn egress_bootstrap(
     };
     Ok(Bootstrap::new(0)
         .listener(listener.route(to_origin))
-        .cluster(
-            Cluster::aggregate(CACHE_CLUSTER, [CACHE_HOSTS_CLUSTER, ORIGIN_CLUSTER])
-                .circuit_breaker(Thresholds::unlimited()),
-        )
+        .cluster({
+            let aggregate =
+                Cluster::aggregate(CACHE_CLUSTER, [CACHE_HOSTS_CLUSTER, ORIGIN_CLUSTER])
+                    .circuit_breaker(Thresholds::unlimited());
+            match steering {
+                // Envoy-native: the aggregate's calls as the router sees them.
+                Steering::OutlierDetection(_) => aggregate,
+                Steering::EntityCache(_) | Steering::Suite(_) => {
+                    aggregate.upstream_http_filter(HttpFilter::grpc_trailer_status_to_headers())
+                }
+            }
+        })
         .cluster(cache_hosts)
         .cluster(
             Cluster::static_cluster(ORIGIN_CLUSTER, [origin])

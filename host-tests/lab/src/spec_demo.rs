@@ -272,6 +272,29 @@ impl SpecDemo {
             )
             .await,
         );
+        for dependency in &self.spec.dependencies {
+            let grpc = matches!(dependency.protocol, Protocol::Grpc);
+            let path = if grpc { APP_GRPC_PATH } else { APP_HTTP_PATH };
+            let name = dependency.name.as_str();
+            checks.push(
+                self.expect_served(
+                    "router",
+                    format!(
+                        "a call of {path} to host `{name}` through the egress reaches `{name}`"
+                    ),
+                    self.call(
+                        self.egress(),
+                        Some(name),
+                        path,
+                        &[],
+                        Ipv4Addr::LOCALHOST,
+                        grpc,
+                    ),
+                    name,
+                )
+                .await,
+            );
+        }
         let filters = self.filters();
         if let (true, Some(sandbox)) = (
             filters.contains(&"sandbox-router"),
@@ -427,10 +450,12 @@ impl SpecDemo {
             out,
             "  (as `mesh-bootstrap render` renders it; upstreams on loopback stand in for the app,"
         );
-        let _ = writeln!(
-            out,
-            "  its dependencies and sandboxes, and the sandbox router trusts {TRUSTED_CLIENT})"
-        );
+        let trust = if self.filters().contains(&"sandbox-router") {
+            format!(", and the sandbox router trusts {TRUSTED_CLIENT}")
+        } else {
+            String::new()
+        };
+        let _ = writeln!(out, "  its dependencies and sandboxes{trust})");
         let _ = writeln!(out, "  ingress:    {ingress}   (in front of the app)");
         let _ = writeln!(
             out,
@@ -463,14 +488,21 @@ impl SpecDemo {
             if self.grpc_app() {
                 let _ = writeln!(out, "(a shed gRPC call is HTTP 200 with grpc-status UNAVAILABLE, so hey counts it as 200: the counters tell):");
             }
-            let (low, high) = self.shedding_paths();
+            let (low, high) = self.shedding_calls();
             let method = if self.grpc_app() {
                 " -m POST -T application/grpc"
             } else {
                 ""
             };
-            let _ = writeln!(out, "  hey -z 10s -c 300{method} {ingress}{low} &");
-            let _ = writeln!(out, "  hey -z 10s -c 20{method} {ingress}{high}");
+            let target = |call: &str| {
+                if call.contains("{ingress}") {
+                    call.replace("{ingress}", &ingress)
+                } else {
+                    format!("{ingress}{call}")
+                }
+            };
+            let _ = writeln!(out, "  hey -z 10s -c 300{method} {} &", target(&low));
+            let _ = writeln!(out, "  hey -z 10s -c 20{method} {}", target(&high));
             let _ = writeln!(out, "  curl -s {prometheus} | grep mesh_load_shedder");
         }
         if filters.contains(&"retry-budget") {
@@ -529,36 +561,53 @@ impl SpecDemo {
         matches!(self.spec.app.protocol, Protocol::Grpc)
     }
 
+    /// The path the checks and the guide call on the app: for gRPC, the load shedder's most
+    /// critical method when the spec names one.
     fn app_path(&self) -> String {
-        if self.grpc_app() {
-            self.shedding_paths().1
-        } else {
-            APP_HTTP_PATH.to_owned()
+        let (_, critical) = self.shedding_calls();
+        match (self.grpc_app(), critical.starts_with('/')) {
+            (true, true) => critical,
+            (true, false) => APP_GRPC_PATH.to_owned(),
+            (false, _) => APP_HTTP_PATH.to_owned(),
         }
     }
 
-    /// A sheddable and a critical path of the load shedder's criticality routes (the app's
-    /// default path when the spec names none).
-    fn shedding_paths(&self) -> (String, String) {
-        let routes = self.json["filters"]["load_shedder"]["criticality"]["routes"]
+    /// A sheddable and a critical call to the app: a path of the load shedder's criticality
+    /// routes when the spec has one, else the app's default path with the criticality header.
+    fn shedding_calls(&self) -> (String, String) {
+        let criticality = &self.json["filters"]["load_shedder"]["criticality"];
+        let routes = criticality["routes"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        let path_of = |wanted: &[&str]| {
-            routes.iter().find_map(|route| {
-                let criticality = route["criticality"].as_str()?;
-                let method = route["grpc_method"].as_str()?;
-                wanted.contains(&criticality).then(|| format!("/{method}"))
-            })
-        };
+        let header = criticality["header"]
+            .as_str()
+            .unwrap_or("x-request-criticality")
+            .to_owned();
         let default = if self.grpc_app() {
             APP_GRPC_PATH
         } else {
             APP_HTTP_PATH
         };
+        let call_of = |wanted: &[&str]| {
+            routes
+                .iter()
+                .find_map(|route| {
+                    let level = route["criticality"].as_str()?;
+                    if !wanted.contains(&level) {
+                        return None;
+                    }
+                    match (route["grpc_method"].as_str(), route["path_prefix"].as_str()) {
+                        (Some(method), _) => Some(format!("/{method}")),
+                        (None, Some(prefix)) => Some(format!("{prefix}1")),
+                        (None, None) => None,
+                    }
+                })
+                .unwrap_or_else(|| format!("-H '{header}: {}' {{ingress}}{default}", wanted[0]))
+        };
         (
-            path_of(&["sheddable"]).unwrap_or_else(|| default.to_owned()),
-            path_of(&["critical-plus", "critical"]).unwrap_or_else(|| default.to_owned()),
+            call_of(&["sheddable"]),
+            call_of(&["critical-plus", "critical"]),
         )
     }
 

@@ -1,4 +1,5 @@
-//! The sidecar `cargo xtask up` runs: the payment-service example spec rendered by the composer,
+//! The sidecar `cargo xtask up` runs: the payment-service example spec (and the HTTP
+//! notification-service one) rendered by the composer,
 //! in the real Envoy (build the modules first with `cargo xtask build`), with lab upstreams for
 //! the app, its dependencies (the entity cache among them) and its sandbox. Every check the
 //! demo prints passes (each filter acting as the spec says), a cacheable call whose cache
@@ -25,8 +26,13 @@ use mesh_lab::spec_demo::{Ports, SpecDemo, DEFAULT_SPEC};
 use mesh_lab::upstream::{Fault, GrpcStatusDelivery, UPSTREAM_NAME_HEADER};
 
 fn start() -> (tokio::runtime::Runtime, SpecDemo, EnvoyProcess) {
+    start_spec(DEFAULT_SPEC)
+}
+
+/// The sidecar of the spec at `path` (relative to the workspace root), on free ports.
+fn start_spec(path: &str) -> (tokio::runtime::Runtime, SpecDemo, EnvoyProcess) {
     let runtime = mesh_lab::runtime().unwrap();
-    let spec = mesh_catalog::workspace_root().join(DEFAULT_SPEC);
+    let spec = mesh_catalog::workspace_root().join(path);
     let demo = runtime
         .block_on(SpecDemo::start(&spec, Ports::Free))
         .unwrap_or_else(|err| panic!("{err}"));
@@ -77,6 +83,24 @@ fn the_payment_service_sidecar_passes_every_demo_check() {
         !guide.contains("FAIL") && guide.contains("x-sandbox: pr-4121"),
         "{guide}"
     );
+    envoy.shutdown();
+}
+
+#[test]
+fn the_http_notification_service_sidecar_passes_every_demo_check() {
+    let (runtime, demo, envoy) =
+        start_spec("envoy-configs/examples/notification-service/spec.yaml");
+    let checks = runtime.block_on(demo.check());
+    let failed: Vec<_> = checks
+        .iter()
+        .filter(|check| check.outcome.is_err())
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}\n{}", envoy.log());
+    let dependencies = checks
+        .iter()
+        .filter(|check| check.expected.contains("through the egress"))
+        .count();
+    assert_eq!(dependencies, demo.spec.dependencies.len(), "{checks:#?}");
     envoy.shutdown();
 }
 

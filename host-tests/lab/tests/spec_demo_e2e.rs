@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use mesh_envoy_harness::EnvoyProcess;
 use mesh_lab::grpc_wire::{raw_grpc_call, GrpcCall};
 use mesh_lab::keepalive::connect_from;
-use mesh_lab::spec_demo::{Ports, SpecDemo, DEFAULT_SPEC};
+use mesh_lab::spec_demo::{Check, Ports, SpecDemo, DEFAULT_SPEC};
 use mesh_lab::upstream::{Fault, GrpcStatusDelivery, UPSTREAM_NAME_HEADER};
 
 fn start() -> (tokio::runtime::Runtime, SpecDemo, EnvoyProcess) {
@@ -41,15 +41,25 @@ fn start_spec(path: &str) -> (tokio::runtime::Runtime, SpecDemo, EnvoyProcess) {
     (runtime, demo, envoy)
 }
 
-#[test]
-fn the_payment_service_sidecar_passes_every_demo_check() {
-    let (runtime, demo, envoy) = start();
+/// The demo's checks, asserting that every one passed.
+fn passing_checks(
+    runtime: &tokio::runtime::Runtime,
+    demo: &SpecDemo,
+    envoy: &EnvoyProcess,
+) -> Vec<Check> {
     let checks = runtime.block_on(demo.check());
     let failed: Vec<_> = checks
         .iter()
         .filter(|check| check.outcome.is_err())
         .collect();
     assert!(failed.is_empty(), "{failed:#?}\n{}", envoy.log());
+    checks
+}
+
+#[test]
+fn the_payment_service_sidecar_passes_every_demo_check() {
+    let (runtime, demo, envoy) = start();
+    let checks = passing_checks(&runtime, &demo, &envoy);
     for filter in [
         "drain-signal",
         "load-shedder",
@@ -90,12 +100,7 @@ fn the_payment_service_sidecar_passes_every_demo_check() {
 fn the_http_notification_service_sidecar_passes_every_demo_check() {
     let (runtime, demo, envoy) =
         start_spec("envoy-configs/examples/notification-service/spec.yaml");
-    let checks = runtime.block_on(demo.check());
-    let failed: Vec<_> = checks
-        .iter()
-        .filter(|check| check.outcome.is_err())
-        .collect();
-    assert!(failed.is_empty(), "{failed:#?}\n{}", envoy.log());
+    let checks = passing_checks(&runtime, &demo, &envoy);
     let dependencies = checks
         .iter()
         .filter(|check| check.expected.contains("through the egress"))

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::response::Parts;
@@ -72,6 +73,14 @@ fn the_payment_service_sidecar_passes_every_demo_check() {
             "nothing checked {filter}: {checks:#?}"
         );
     }
+    // The ledger's declared gRPC health check passes against its stand-in.
+    envoy
+        .wait_for_stat(
+            "cluster.egress_ledger.membership_healthy",
+            Duration::from_secs(10),
+            |healthy| healthy == 1,
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
     // The rendered entity-cache fallback covers a failure status in the cache's trailers too.
     let cache = demo.upstream("entity-cache").unwrap();
     cache.set_fault(Fault::grpc_error(
@@ -106,6 +115,17 @@ fn the_http_notification_service_sidecar_passes_every_demo_check() {
         .filter(|check| check.expected.contains("through the egress"))
         .count();
     assert_eq!(dependencies, demo.spec.dependencies.len(), "{checks:#?}");
+    // The declared health checks (HTTP/1.1 and HTTP/2) pass against the stand-ins: a host of a
+    // health-checked cluster counts as healthy only once a check has passed.
+    for dependency in ["email-gateway", "user-profile"] {
+        envoy
+            .wait_for_stat(
+                &format!("cluster.egress_{dependency}.membership_healthy"),
+                Duration::from_secs(10),
+                |healthy| healthy == 1,
+            )
+            .unwrap_or_else(|err| panic!("{err}"));
+    }
     envoy.shutdown();
 }
 

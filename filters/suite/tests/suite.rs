@@ -3,7 +3,17 @@
 
 use meshkit::kit::chain::ChainStream;
 use meshkit::kit::fake::FakeHost;
-use meshkit::kit::{Chain, Verdict};
+use meshkit::kit::{Chain, ChainError, Verdict};
+
+/// The suite configured by `config` in plugin `plugin`.
+fn suite(host: &FakeHost, config: &str, plugin: &str) -> Result<Chain, ChainError> {
+    Chain::suite(
+        &mesh_suite::factories(),
+        Some(config.as_bytes()),
+        host,
+        plugin,
+    )
+}
 
 #[test]
 fn every_filter_of_the_suite_has_a_distinct_name() {
@@ -23,26 +33,13 @@ fn the_retry_budget_runs_in_the_suite_beside_the_load_shedder() {
     let config = r#"{"filters":[
         {"filter":"load-shedder"},
         {"filter":"retry-budget","config":{"role":"server"}}]}"#;
-    let chain = Chain::suite(
-        &mesh_suite::factories(),
-        Some(config.as_bytes()),
-        &host,
-        "suite",
-    )
-    .unwrap();
+    let chain = suite(&host, config, "suite").unwrap();
     assert_eq!(chain.filter_names(), ["load-shedder", "retry-budget"]);
     assert!(host
         .metric_names()
         .contains(&"mesh.retry_budget.retries_denied".to_owned()));
     let bad = r#"{"filters":[{"filter":"retry-budget","config":{"role":"server","ratio":2}}]}"#;
-    let err = Chain::suite(
-        &mesh_suite::factories(),
-        Some(bad.as_bytes()),
-        &host,
-        "suite",
-    )
-    .err()
-    .unwrap();
+    let err = suite(&host, bad, "suite").err().unwrap();
     assert_eq!(err.path, "filters[0].config.ratio");
 }
 
@@ -66,13 +63,7 @@ fn the_suite_runs_the_configured_sections_in_order() {
     let config = r#"{"filters":[
         {"filter":"load-shedder","name":"first"},
         {"filter":"load-shedder","name":"second","config":{"dry_run":true}}]}"#;
-    let chain = Chain::suite(
-        &mesh_suite::factories(),
-        Some(config.as_bytes()),
-        &host,
-        "mesh",
-    )
-    .unwrap();
+    let chain = suite(&host, config, "mesh").unwrap();
     assert_eq!(chain.filter_names(), ["load-shedder", "load-shedder"]);
     assert!(host
         .metric_names()
@@ -86,14 +77,7 @@ fn the_suite_runs_the_configured_sections_in_order() {
 fn a_bad_section_names_its_field_and_value() {
     let host = FakeHost::new();
     let config = r#"{"filters":[{"filter":"load-shedder","config":{"limit":{"min_limit":0}}}]}"#;
-    let err = Chain::suite(
-        &mesh_suite::factories(),
-        Some(config.as_bytes()),
-        &host,
-        "mesh",
-    )
-    .err()
-    .unwrap();
+    let err = suite(&host, config, "mesh").err().unwrap();
     assert_eq!(err.path, "filters[0].config.limit.min_limit");
     assert_eq!(err.value, "0");
 }
@@ -102,13 +86,7 @@ fn a_bad_section_names_its_field_and_value() {
 fn the_drain_signal_answers_its_trigger_before_the_load_shedder_counts_it() {
     let host = FakeHost::new();
     let config = r#"{"filters":[{"filter":"drain-signal","config":{"delay_ms":0}},{"filter":"load-shedder"}]}"#;
-    let mut chain = Chain::suite(
-        &mesh_suite::factories(),
-        Some(config.as_bytes()),
-        &host,
-        "mesh",
-    )
-    .unwrap();
+    let mut chain = suite(&host, config, "mesh").unwrap();
     host.set_property(&["source", "address"], b"127.0.0.1:1234");
     host.set_request_headers(&[(":method", "POST"), (":path", "/.mesh/drain")]);
     let mut stream = ChainStream::default();
@@ -134,13 +112,7 @@ fn the_suite_runs_the_sandbox_router_with_its_section_config() {
     let host = FakeHost::new();
     let config = r#"{"filters":[{"filter":"sandbox-router",
         "config":{"sandboxes":{"feature-x":"sandbox_x"},"trusted_sources":["127.0.0.1/32"]}}]}"#;
-    let mut chain = Chain::suite(
-        &mesh_suite::factories(),
-        Some(config.as_bytes()),
-        &host,
-        "suite",
-    )
-    .unwrap();
+    let mut chain = suite(&host, config, "suite").unwrap();
     host.set_property(&["source", "address"], b"127.0.0.1:5000");
     host.set_request_headers(&[(":path", "/"), ("x-sandbox", "feature-x")]);
     chain.on_request_headers(&host, &mut ChainStream::default());
@@ -160,13 +132,7 @@ fn sections_of_different_filters_may_share_a_name() {
     let config = r#"{"filters":[
         {"filter":"retry-budget","name":"ingress","config":{"role":"server"}},
         {"filter":"sandbox-router","name":"ingress"}]}"#;
-    let chain = Chain::suite(
-        &mesh_suite::factories(),
-        Some(config.as_bytes()),
-        &host,
-        "suite",
-    )
-    .unwrap();
+    let chain = suite(&host, config, "suite").unwrap();
     assert_eq!(chain.filter_names(), ["retry-budget", "sandbox-router"]);
     let names = host.metric_names();
     assert!(
@@ -182,13 +148,6 @@ fn sections_of_different_filters_may_share_a_name() {
     let twice = r#"{"filters":[
         {"filter":"retry-budget","name":"ingress"},
         {"filter":"retry-budget","name":"ingress"}]}"#;
-    let err = Chain::suite(
-        &mesh_suite::factories(),
-        Some(twice.as_bytes()),
-        &host,
-        "suite",
-    )
-    .err()
-    .unwrap();
+    let err = suite(&host, twice, "suite").err().unwrap();
     assert_eq!(err.path, "filters[1].name");
 }

@@ -663,11 +663,7 @@ impl OverheadReport {
 
     /// Writes the report as `overhead.json` into `dir` and returns its path.
     pub fn write_json(&self, dir: &Path) -> std::io::Result<PathBuf> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join("overhead.json");
-        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&path, json)?;
-        Ok(path)
+        crate::scenario::write_json(dir, "overhead", self)
     }
 }
 

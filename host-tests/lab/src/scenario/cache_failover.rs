@@ -29,7 +29,6 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -42,7 +41,7 @@ use mesh_envoy_harness::{EnvoyOptions, EnvoyProcess};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{ExpectationResult, RunMode, ScenarioError};
+use super::{ExpectationResult, Report, RunMode, ScenarioError};
 use crate::load::{self, GrpcMethod, LoadConfig, LoadReport, Protocol, RequestClass};
 use crate::upstream::{
     Fault, GrpcStatusDelivery, Upstream, UpstreamConfig, UpstreamCounters, UpstreamHandle,
@@ -393,24 +392,17 @@ pub struct StretchResult {
     pub load: LoadReport,
 }
 
-/// The run's rows and targets.
-#[derive(Debug, Clone, Serialize)]
-pub struct CacheFailoverReport {
-    /// Scenario name.
-    pub name: String,
-    /// What it shows.
-    pub description: String,
-    /// True for a smoke run.
-    pub smoke: bool,
+/// The breaker timing the cache-failover table and targets refer to.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CacheFailoverParameters {
     /// The cool-down (ms).
     pub cool_down_ms: u64,
-    /// One row per variant and stretch.
-    pub results: Vec<StretchResult>,
-    /// The targets (full runs) and the directions that hold even in a smoke run.
-    pub expectations: Vec<ExpectationResult>,
 }
 
-impl CacheFailoverReport {
+/// The run's rows (one per variant and stretch) and targets.
+pub type CacheFailoverReport = Report<StretchResult, CacheFailoverParameters>;
+
+impl Report<StretchResult, CacheFailoverParameters> {
     /// The row of `variant` in `stretch`.
     pub fn result(&self, variant: &str, stretch: &str) -> Option<&StretchResult> {
         self.results
@@ -418,18 +410,13 @@ impl CacheFailoverReport {
             .find(|r| r.variant == variant && r.stretch == stretch)
     }
 
-    /// The expectations that must hold in this kind of run and did not.
-    pub fn missed(&self) -> Vec<&ExpectationResult> {
-        super::report::missed(&self.expectations, self.smoke)
-    }
-
     /// A fixed-width table with the targets.
     pub fn table(&self) -> String {
-        let mut out = super::report::heading(&self.name, self.smoke, &self.description);
+        let mut out = self.heading();
         let _ = writeln!(
             out,
             "targets: 0 failed RPCs, kill-to-open <= 1000 ms, restart-to-traffic-back <= {} ms",
-            self.cool_down_ms + 1_000
+            self.parameters.cool_down_ms + 1_000
         );
         let _ = writeln!(
             out,
@@ -451,13 +438,8 @@ impl CacheFailoverReport {
                     .map_or("-".to_owned(), |ms| ms.to_string()),
             );
         }
-        super::report::write_expectations(&mut out, &self.expectations, self.smoke);
+        self.write_expectations(&mut out);
         out
-    }
-
-    /// Writes the report as pretty JSON to `<dir>/<name>.json` and returns the path.
-    pub fn write_json(&self, dir: &Path) -> std::io::Result<PathBuf> {
-        super::report::write_json(dir, &self.name, self)
     }
 }
 
@@ -485,7 +467,9 @@ pub fn run(
         name: NAME.into(),
         description: scenario.description.clone(),
         smoke: mode != RunMode::Full,
-        cool_down_ms: millis(scenario.cool_down),
+        parameters: CacheFailoverParameters {
+            cool_down_ms: millis(scenario.cool_down),
+        },
         results,
         expectations,
     })

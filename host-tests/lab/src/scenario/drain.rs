@@ -13,7 +13,6 @@
 
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +26,9 @@ use http_body_util::Empty;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::{ExpectationResult, RunMode, ScenarioError, INGRESS_LISTENER, UPSTREAM_CLUSTER};
+use super::{
+    ExpectationResult, Report, RunMode, ScenarioError, INGRESS_LISTENER, UPSTREAM_CLUSTER,
+};
 use crate::keepalive::{exchange, run_client, ClientEvent, ClientReport, KeepAlive};
 use crate::upstream::{Upstream, UpstreamConfig};
 use mesh_envoy_harness::{DrainStrategy, EnvoyOptions, EnvoyProcess};
@@ -146,45 +147,32 @@ pub struct DrainResult {
     pub clients: usize,
 }
 
-/// The run's rows and targets.
-#[derive(Debug, Clone, Serialize)]
-pub struct DrainReport {
-    /// Scenario name.
-    pub name: String,
-    /// What it shows.
-    pub description: String,
-    /// True for a smoke run.
-    pub smoke: bool,
+/// The timing the drain scenario's table and targets refer to.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct DrainParameters {
     /// The drain signal's delay (ms).
     pub delay_ms: u64,
     /// The health probe's period (ms).
     pub probe_interval_ms: u64,
-    /// One row per variant.
-    pub results: Vec<DrainResult>,
-    /// The targets (full runs) and the directions that hold even in a smoke run.
-    pub expectations: Vec<ExpectationResult>,
 }
 
-impl DrainReport {
+/// The run's rows (one per variant) and targets.
+pub type DrainReport = Report<DrainResult, DrainParameters>;
+
+impl Report<DrainResult, DrainParameters> {
     /// The row of `variant`.
     pub fn result(&self, variant: &str) -> Option<&DrainResult> {
         self.results.iter().find(|r| r.variant == variant)
     }
 
-    /// The expectations that must hold in this kind of run (all in a full run, the directions in
-    /// a smoke run) and did not.
-    pub fn missed(&self) -> Vec<&ExpectationResult> {
-        super::report::missed(&self.expectations, self.smoke)
-    }
-
     /// A fixed-width table with the targets.
     pub fn table(&self) -> String {
-        let mut out = super::report::heading(&self.name, self.smoke, &self.description);
+        let mut out = self.heading();
         let _ = writeln!(
             out,
             "targets: every client closed <= {} ms after the trigger, 0 failed, first health 503 <= {} ms",
-            self.delay_ms + 2_000,
-            self.probe_interval_ms
+            self.parameters.delay_ms + 2_000,
+            self.parameters.probe_interval_ms
         );
         let _ = writeln!(
             out,
@@ -211,13 +199,8 @@ impl DrainReport {
                 format!("{}/{}", r.clients_closed, r.clients),
             );
         }
-        super::report::write_expectations(&mut out, &self.expectations, self.smoke);
+        self.write_expectations(&mut out);
         out
-    }
-
-    /// Writes the report as pretty JSON to `<dir>/<name>.json` and returns the path.
-    pub fn write_json(&self, dir: &Path) -> std::io::Result<PathBuf> {
-        super::report::write_json(dir, &self.name, self)
     }
 }
 
@@ -237,8 +220,10 @@ pub fn run(scenario: &DrainScenario, mode: RunMode) -> Result<DrainReport, Scena
         name: NAME.into(),
         description: scenario.description.clone(),
         smoke: mode != RunMode::Full,
-        delay_ms: millis(scenario.delay),
-        probe_interval_ms: millis(scenario.probe_interval),
+        parameters: DrainParameters {
+            delay_ms: millis(scenario.delay),
+            probe_interval_ms: millis(scenario.probe_interval),
+        },
         results,
         expectations,
     })

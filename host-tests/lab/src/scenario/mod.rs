@@ -32,7 +32,8 @@ pub use catalog::{by_name, catalog, NAMES};
 /// The scenarios with their own runner ([`drain`], [`cache_failover`], [`sandbox`]), outside
 /// [`NAMES`].
 pub const SCRIPTED: &[&str] = &[drain::NAME, cache_failover::NAME, sandbox::NAME];
-pub use report::{ExpectationResult, PhaseResult, ScenarioReport};
+pub(crate) use report::write_json;
+pub use report::{ExpectationResult, NoParameters, PhaseResult, Report, ScenarioReport};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -438,6 +439,7 @@ pub fn run(scenario: &Scenario, mode: RunMode) -> Result<ScenarioReport, Scenari
         name: scenario.name.clone(),
         description: scenario.description.clone(),
         smoke: mode != RunMode::Full,
+        parameters: NoParameters::default(),
         results,
         expectations: Vec::new(),
     };

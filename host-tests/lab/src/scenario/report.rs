@@ -54,37 +54,6 @@ fn success_percent(stats: &OutcomeStats) -> f64 {
     }
 }
 
-/// The expectations that must hold in this kind of run (all in a full run, the directions in a smoke
-/// run) and did not.
-pub(crate) fn missed(expectations: &[ExpectationResult], smoke: bool) -> Vec<&ExpectationResult> {
-    expectations
-        .iter()
-        .filter(|e| !e.holds && (e.in_smoke || !smoke))
-        .collect()
-}
-
-/// The first line of a scenario's table.
-pub(crate) fn heading(name: &str, smoke: bool, description: &str) -> String {
-    let smoke = if smoke { " (smoke run)" } else { "" };
-    format!("scenario {name}{smoke}: {description}\n")
-}
-
-/// One line per expectation: held, missed, or not applicable (a target in a smoke run).
-pub(crate) fn write_expectations(
-    out: &mut String,
-    expectations: &[ExpectationResult],
-    smoke: bool,
-) {
-    for e in expectations {
-        let verdict = match (e.holds, smoke && !e.in_smoke) {
-            (true, _) => "held",
-            (false, true) => "n/a (smoke)",
-            (false, false) => "MISSED",
-        };
-        let _ = writeln!(out, "  [{verdict}] {}: {}", e.description, e.figures);
-    }
-}
-
 /// How one expectation fared in a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExpectationResult {
@@ -114,20 +83,66 @@ impl ExpectationResult {
     }
 }
 
-/// All rows of one scenario run.
+/// One scenario run: its rows, the scenario parameters its table names (`P`, flattened into the
+/// JSON), and its expectations as the run met them. Every scenario's report is one of these.
 #[derive(Debug, Clone, Serialize)]
-pub struct ScenarioReport {
+pub struct Report<R, P = NoParameters> {
     /// Scenario name.
     pub name: String,
     /// What the scenario shows.
     pub description: String,
     /// True for a smoke run, whose figures mean nothing.
     pub smoke: bool,
-    /// One row per variant and phase, in run order.
-    pub results: Vec<PhaseResult>,
+    /// The scenario's parameters the table and the targets refer to.
+    #[serde(flatten)]
+    pub parameters: P,
+    /// One row per variant (and phase), in run order.
+    pub results: Vec<R>,
     /// The scenario's expectations as this run met them.
     pub expectations: Vec<ExpectationResult>,
 }
+
+/// A report without parameters of its own.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct NoParameters {}
+
+impl<R: Serialize, P: Serialize> Report<R, P> {
+    /// The expectations that must hold in this kind of run (all in a full run, the directions in
+    /// a smoke run) and did not.
+    pub fn missed(&self) -> Vec<&ExpectationResult> {
+        self.expectations
+            .iter()
+            .filter(|e| !e.holds && (e.in_smoke || !self.smoke))
+            .collect()
+    }
+
+    /// Writes the report as pretty JSON to `<dir>/<name>.json` and returns the path.
+    pub fn write_json(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        write_json(dir, &self.name, self)
+    }
+
+    /// The first line of the table.
+    pub(crate) fn heading(&self) -> String {
+        let smoke = if self.smoke { " (smoke run)" } else { "" };
+        format!("scenario {}{smoke}: {}\n", self.name, self.description)
+    }
+
+    /// Ends the table with one line per expectation: held, missed, or not applicable (a target
+    /// in a smoke run).
+    pub(crate) fn write_expectations(&self, out: &mut String) {
+        for e in &self.expectations {
+            let verdict = match (e.holds, self.smoke && !e.in_smoke) {
+                (true, _) => "held",
+                (false, true) => "n/a (smoke)",
+                (false, false) => "MISSED",
+            };
+            let _ = writeln!(out, "  [{verdict}] {}: {}", e.description, e.figures);
+        }
+    }
+}
+
+/// All rows of one load-shaped scenario run.
+pub type ScenarioReport = Report<PhaseResult>;
 
 impl ScenarioReport {
     /// The row of `variant` in `phase`.
@@ -137,16 +152,10 @@ impl ScenarioReport {
             .find(|r| r.variant == variant && r.phase == phase)
     }
 
-    /// The expectations that must hold in this kind of run (all in a full run, the directions in a smoke
-    /// run) and did not.
-    pub fn missed(&self) -> Vec<&ExpectationResult> {
-        missed(&self.expectations, self.smoke)
-    }
-
     /// A fixed-width table: offered and achieved load, goodput, success, latency of successes, errors,
     /// success per request class; then each expectation, held or missed.
     pub fn table(&self) -> String {
-        let mut out = heading(&self.name, self.smoke, &self.description);
+        let mut out = self.heading();
         let _ = writeln!(
             out,
             "{:<28} {:<10} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6}",
@@ -192,18 +201,17 @@ impl ScenarioReport {
                 let _ = writeln!(out, "{:>40}{}", "", classes.join("  "));
             }
         }
-        write_expectations(&mut out, &self.expectations, self.smoke);
+        self.write_expectations(&mut out);
         out
-    }
-
-    /// Writes the report as pretty JSON to `<dir>/<name>.json` and returns the path.
-    pub fn write_json(&self, dir: &Path) -> std::io::Result<PathBuf> {
-        write_json(dir, &self.name, self)
     }
 }
 
 /// Writes `report` as pretty JSON to `<dir>/<name>.json` and returns the path.
-pub fn write_json(dir: &Path, name: &str, report: &impl Serialize) -> std::io::Result<PathBuf> {
+pub(crate) fn write_json(
+    dir: &Path,
+    name: &str,
+    report: &impl Serialize,
+) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("{name}.json"));
     let json = serde_json::to_string_pretty(report).map_err(std::io::Error::other)?;

@@ -32,7 +32,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -46,7 +45,7 @@ use mesh_catalog::ModuleError;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{ExpectationResult, RunMode, ScenarioError, INGRESS_LISTENER};
+use super::{ExpectationResult, Report, RunMode, ScenarioError, INGRESS_LISTENER};
 use crate::keepalive::exchange;
 use crate::load::{self, LoadConfig, LoadReport, Protocol, RequestClass};
 use crate::upstream::{
@@ -393,28 +392,21 @@ pub struct Pickup {
     pub after_ms: Option<u64>,
 }
 
-/// The run's rows and targets.
+/// The registry timing the sandbox table and targets refer to, and each variant's pick-up.
 #[derive(Debug, Clone, Serialize)]
-pub struct SandboxReport {
-    /// Scenario name.
-    pub name: String,
-    /// What it shows.
-    pub description: String,
-    /// True for a smoke run.
-    pub smoke: bool,
+pub struct SandboxParameters {
     /// The registry refresh interval (ms).
     pub refresh_interval_ms: u64,
     /// The pick-up target (ms).
     pub pickup_target_ms: u64,
-    /// One row per variant and phase, in run order.
-    pub results: Vec<SandboxRow>,
     /// One pick-up per variant.
     pub pickups: Vec<Pickup>,
-    /// The targets (full runs) and the directions that hold even in a smoke run.
-    pub expectations: Vec<ExpectationResult>,
 }
 
-impl SandboxReport {
+/// The run's rows (one per variant and phase, in run order) and targets.
+pub type SandboxReport = Report<SandboxRow, SandboxParameters>;
+
+impl Report<SandboxRow, SandboxParameters> {
     /// The row of `variant` in `phase`.
     pub fn result(&self, variant: &str, phase: &str) -> Option<&SandboxRow> {
         self.results
@@ -422,19 +414,13 @@ impl SandboxReport {
             .find(|r| r.variant == variant && r.phase == phase)
     }
 
-    /// The expectations that must hold in this kind of run (all in a full run, the directions in
-    /// a smoke run) and did not.
-    pub fn missed(&self) -> Vec<&ExpectationResult> {
-        super::report::missed(&self.expectations, self.smoke)
-    }
-
     /// A fixed-width table with the targets.
     pub fn table(&self) -> String {
-        let mut out = super::report::heading(&self.name, self.smoke, &self.description);
+        let mut out = self.heading();
         let _ = writeln!(
             out,
             "targets: 100 % served by the right deployment, 0 client errors, registry pick-up <= {} ms",
-            self.pickup_target_ms
+            self.parameters.pickup_target_ms
         );
         let _ = writeln!(
             out,
@@ -469,7 +455,7 @@ impl SandboxReport {
                 added,
             );
         }
-        for pickup in &self.pickups {
+        for pickup in &self.parameters.pickups {
             let _ = writeln!(
                 out,
                 "{}: new sandbox picked up {}",
@@ -479,13 +465,8 @@ impl SandboxReport {
                     .map_or_else(|| "never".to_owned(), |ms| format!("after {ms} ms"))
             );
         }
-        super::report::write_expectations(&mut out, &self.expectations, self.smoke);
+        self.write_expectations(&mut out);
         out
-    }
-
-    /// Writes the report as pretty JSON to `<dir>/<name>.json` and returns the path.
-    pub fn write_json(&self, dir: &Path) -> std::io::Result<PathBuf> {
-        super::report::write_json(dir, &self.name, self)
     }
 }
 
@@ -515,10 +496,12 @@ pub fn run(scenario: &SandboxScenario, mode: RunMode) -> Result<SandboxReport, S
         name: NAME.into(),
         description: scenario.description.clone(),
         smoke: mode != RunMode::Full,
-        refresh_interval_ms: millis(scenario.refresh_interval),
-        pickup_target_ms: millis(scenario.pickup_target()),
+        parameters: SandboxParameters {
+            refresh_interval_ms: millis(scenario.refresh_interval),
+            pickup_target_ms: millis(scenario.pickup_target()),
+            pickups,
+        },
         results,
-        pickups,
         expectations: Vec::new(),
     };
     report.expectations = expectations(&scenario, &report);
@@ -713,11 +696,16 @@ fn expectations(scenario: &SandboxScenario, report: &SandboxReport) -> Vec<Expec
     let both: Vec<&SandboxRow> = report.results.iter().collect();
     let target = scenario.pickup_target();
     let pickup = report
+        .parameters
         .pickups
         .iter()
         .find(|p| p.variant == OURS)
         .and_then(|p| p.after_ms);
-    let native_pickup = report.pickups.iter().find(|p| p.variant == NATIVE);
+    let native_pickup = report
+        .parameters
+        .pickups
+        .iter()
+        .find(|p| p.variant == NATIVE);
     let leaked = |r: &SandboxRow| {
         let unkeyed = r.load.classes.get("unkeyed");
         let served = unkeyed.map_or(0, |stats| stats.successes);

@@ -319,15 +319,20 @@ fn a_sandbox_killed_mid_run_or_answering_503_falls_back_to_the_baseline_without_
         upstream
     };
 
+    // Hold the sandbox's requests so that some are surely in flight at the kill.
+    while next(&mut answers) != alpha {}
+    lab.alpha.set_fault(Fault::stall());
     let started = Instant::now();
     while lab.alpha.counters().in_flight < 2 {
         assert!(
             started.elapsed() < WAIT,
             "the sandbox never had requests in flight"
         );
-        next(&mut answers);
+        lab.runtime
+            .block_on(async { tokio::time::sleep(Duration::from_millis(5)).await });
     }
     lab.runtime.block_on(lab.alpha.kill());
+    lab.alpha.clear_fault();
     let mut fallbacks = 0;
     while fallbacks < FALLBACKS {
         if next(&mut answers) == BASELINE {

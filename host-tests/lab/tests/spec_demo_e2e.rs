@@ -26,6 +26,10 @@ use mesh_lab::keepalive::connect_from;
 use mesh_lab::spec_demo::{Check, Ports, SpecDemo, DEFAULT_SPEC};
 use mesh_lab::upstream::{Fault, GrpcStatusDelivery, UPSTREAM_NAME_HEADER};
 
+/// How long a declared health check may take to pass: one interval more than the first check
+/// (the examples check every 5 s and 10 s), in case that one times out on a busy machine.
+const HEALTH_WAIT: Duration = Duration::from_secs(25);
+
 fn start() -> (tokio::runtime::Runtime, SpecDemo, EnvoyProcess) {
     start_spec(DEFAULT_SPEC)
 }
@@ -77,7 +81,7 @@ fn the_payment_service_sidecar_passes_every_demo_check() {
     envoy
         .wait_for_stat(
             "cluster.egress_ledger.membership_healthy",
-            Duration::from_secs(10),
+            HEALTH_WAIT,
             |healthy| healthy == 1,
         )
         .unwrap_or_else(|err| panic!("{err}"));
@@ -121,7 +125,7 @@ fn the_http_notification_service_sidecar_passes_every_demo_check() {
         envoy
             .wait_for_stat(
                 &format!("cluster.egress_{dependency}.membership_healthy"),
-                Duration::from_secs(10),
+                HEALTH_WAIT,
                 |healthy| healthy == 1,
             )
             .unwrap_or_else(|err| panic!("{err}"));

@@ -475,6 +475,11 @@ pub struct HealthCheck {
     timeout: Duration,
     #[serde(serialize_with = "duration::serialize")]
     interval: Duration,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "duration::serialize_opt"
+    )]
+    no_traffic_interval: Option<Duration>,
     unhealthy_threshold: u32,
     healthy_threshold: u32,
     #[serde(flatten)]
@@ -519,6 +524,7 @@ impl HealthCheck {
         Self {
             timeout,
             interval,
+            no_traffic_interval: None,
             unhealthy_threshold: 3,
             healthy_threshold: 2,
             checker,
@@ -553,6 +559,12 @@ impl HealthCheck {
     /// A TCP connect, thresholds as [`Self::http`].
     pub fn tcp(interval: Duration, timeout: Duration) -> Self {
         Self::new(HealthChecker::Tcp(Empty {}), interval, timeout)
+    }
+
+    /// How often to check while the cluster has had no traffic yet (Envoy's default: 60 s).
+    pub fn no_traffic_interval(mut self, interval: Duration) -> Self {
+        self.no_traffic_interval = Some(interval);
+        self
     }
 
     /// Failures in a row that make an endpoint unhealthy, and passes that make it healthy again.

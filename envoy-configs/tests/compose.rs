@@ -614,6 +614,10 @@ fn dependency_clusters_eject_failing_endpoints_and_run_declared_health_checks() 
     let ledger = &cluster(&bootstrap, "egress_ledger")["health_checks"];
     assert_eq!(ledger[0]["grpc_health_check"], json!({}));
     assert_eq!(ledger[0]["interval"], "2s");
+    assert_eq!(
+        ledger[0]["no_traffic_interval"], "2s",
+        "a dependency the app has not called yet is checked as often"
+    );
     assert_eq!(ledger[0]["timeout"], "0.500s");
     let mail = &cluster(&bootstrap, "egress_mail")["health_checks"];
     assert_eq!(

@@ -277,10 +277,14 @@ fn dependency_cluster_of(spec: &ServiceSpec, dependency: &Dependency) -> StrictD
     if let Some(check) = &dependency.health_check {
         let interval = Duration::from_millis(check.interval_ms);
         let timeout = Duration::from_millis(check.timeout_ms);
-        cluster = cluster.health_check(match &check.path {
+        let check = match &check.path {
             Some(path) => HealthCheck::http(path.clone(), interval, timeout),
             None => HealthCheck::grpc("", interval, timeout),
-        });
+        };
+        // The first checks start while Envoy's main thread still compiles the wasm modules and
+        // often time out: checked only every 60 s while the app has not called yet (Envoy's
+        // default), the dependency would then stay unhealthy for a minute.
+        cluster = cluster.health_check(check.no_traffic_interval(interval));
     }
     cluster
 }

@@ -6,7 +6,7 @@ use envoy_configs::compose::dashboard;
 use envoy_configs::compose::explain::explain;
 use envoy_configs::compose::k8s;
 use envoy_configs::compose::render::{
-    local_wasm_dir, render, Modules, RenderOptions, Rendered, DEFAULT_WASM_DIR,
+    render, render_local, Modules, RenderOptions, Rendered, DEFAULT_WASM_DIR,
 };
 use envoy_configs::compose::spec::{ServiceSpec, SpecFormat};
 use envoy_configs::compose::xds;
@@ -145,6 +145,15 @@ struct Packaging {
     modules: ModulesArg,
 }
 
+impl Packaging {
+    fn modules(&self) -> Modules {
+        match self.modules {
+            ModulesArg::Suite => Modules::Suite,
+            ModulesArg::Separate => Modules::Separate,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum ModulesArg {
     Suite,
@@ -195,9 +204,8 @@ fn run(cli: Cli) -> Result<(), String> {
             }
         }
         Command::Validate { spec, packaging } => {
-            let (_, probe) = load_and_render(&spec, PathBuf::from(DEFAULT_WASM_DIR), &packaging)?;
-            let wasm_dir = local_wasm_dir(&probe).map_err(|err| err.to_string())?;
-            let (_, rendered) = load_and_render(&spec, wasm_dir, &packaging)?;
+            let rendered = render_local(&load_spec(&spec)?, packaging.modules())
+                .map_err(|err| format!("{}: {err}", spec.display()))?;
             print_notes(&rendered);
             let envoy = envoy_configs::envoy::envoy_binary().map_err(|path| {
                 format!(
@@ -308,21 +316,22 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+fn load_spec(path: &Path) -> Result<ServiceSpec, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| format!("reading {}: {err}", path.display()))?;
+    ServiceSpec::parse(&text, SpecFormat::of_path(path))
+        .map_err(|err| format!("{}: {err}", path.display()))
+}
+
 fn load_and_render(
     path: &Path,
     wasm_dir: PathBuf,
     packaging: &Packaging,
 ) -> Result<(ServiceSpec, Rendered), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| format!("reading {}: {err}", path.display()))?;
-    let spec = ServiceSpec::parse(&text, SpecFormat::of_path(path))
-        .map_err(|err| format!("{}: {err}", path.display()))?;
+    let spec = load_spec(path)?;
     let options = RenderOptions {
         wasm_dir,
-        modules: match packaging.modules {
-            ModulesArg::Suite => Modules::Suite,
-            ModulesArg::Separate => Modules::Separate,
-        },
+        modules: packaging.modules(),
     };
     let rendered = render(&spec, &options).map_err(|err| format!("{}: {err}", path.display()))?;
     Ok((spec, rendered))

@@ -458,17 +458,49 @@ fn stats_inclusion_list() -> StatsConfig {
     StatsConfig::inclusion_list(patterns)
 }
 
-/// Checks that every module `rendered` loads is built in this checkout and fresh, and returns
-/// their directory (`target/wasm32-wasip1/release`): what `mesh-bootstrap validate` loads.
-pub fn local_wasm_dir(rendered: &Rendered) -> Result<PathBuf, mesh_catalog::ModuleError> {
-    for plugin in &rendered.plugins {
+/// Why a spec does not render with this checkout's modules.
+#[derive(Debug)]
+pub enum LocalRenderError {
+    /// The spec does not render.
+    Spec(SpecError),
+    /// A module it loads is not built, or older than its sources.
+    Module(mesh_catalog::ModuleError),
+}
+
+impl std::fmt::Display for LocalRenderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Spec(err) => err.fmt(f),
+            Self::Module(err) => err.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for LocalRenderError {}
+
+/// Renders `spec` to load the modules of this checkout's build (`target/wasm32-wasip1/release`),
+/// after checking that every module it loads is built and fresh: what `mesh-bootstrap validate`
+/// and `cargo xtask up` run.
+pub fn render_local(spec: &ServiceSpec, modules: Modules) -> Result<Rendered, LocalRenderError> {
+    let probe = render(
+        spec,
+        &RenderOptions {
+            modules,
+            ..RenderOptions::default()
+        },
+    )
+    .map_err(LocalRenderError::Spec)?;
+    for plugin in &probe.plugins {
         if let Some(module) = mesh_catalog::MODULES
             .iter()
             .find(|module| module.file_name == plugin.module)
         {
-            module.built()?;
+            module.built().map_err(LocalRenderError::Module)?;
         }
     }
-    let suite = mesh_catalog::module("mesh-suite")?.path();
-    Ok(suite.parent().map(Path::to_path_buf).unwrap_or_default())
+    let suite = mesh_catalog::module("mesh-suite")
+        .map_err(LocalRenderError::Module)?
+        .path();
+    let wasm_dir = suite.parent().map(Path::to_path_buf).unwrap_or_default();
+    render(spec, &RenderOptions { wasm_dir, modules }).map_err(LocalRenderError::Spec)
 }

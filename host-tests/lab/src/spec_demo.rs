@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use envoy_configs::compose::render::{local_wasm_dir, render, Modules, RenderOptions, Rendered};
+use envoy_configs::compose::render::{render_local, LocalRenderError, Modules, Rendered};
 use envoy_configs::compose::spec::{Protocol, ServiceSpec, SpecFormat};
 use http::Request;
 use http_body_util::Empty;
@@ -191,9 +191,9 @@ impl SpecDemo {
         }
         let spec = ServiceSpec::parse(&json.to_string(), SpecFormat::Json)
             .map_err(|err| spec_error(format!("the local copy: {err}")))?;
-        let rendered = render_local(&spec).map_err(|err| match err {
-            RenderError::Spec(message) => spec_error(message),
-            RenderError::Module(err) => SpecDemoError::Module(err),
+        let rendered = render_local(&spec, Modules::Suite).map_err(|err| match err {
+            LocalRenderError::Spec(err) => spec_error(err.to_string()),
+            LocalRenderError::Module(err) => SpecDemoError::Module(err),
         })?;
         Ok(Self {
             spec,
@@ -751,24 +751,4 @@ async fn start_upstream(config: UpstreamConfig) -> Result<UpstreamHandle, SpecDe
     })
     .await
     .map_err(|source| SpecDemoError::Upstream { name, source })
-}
-
-enum RenderError {
-    Spec(String),
-    Module(mesh_catalog::ModuleError),
-}
-
-/// Renders `spec` with the modules of this checkout's build (all fresh).
-fn render_local(spec: &ServiceSpec) -> Result<Rendered, RenderError> {
-    let probe = render(spec, &RenderOptions::default())
-        .map_err(|err| RenderError::Spec(err.to_string()))?;
-    let wasm_dir = local_wasm_dir(&probe).map_err(RenderError::Module)?;
-    render(
-        spec,
-        &RenderOptions {
-            wasm_dir,
-            modules: Modules::Suite,
-        },
-    )
-    .map_err(|err| RenderError::Spec(err.to_string()))
 }
